@@ -518,6 +518,19 @@ def test_per_message_expiration(conn: MemoryTransport) -> None:
         conn.publish(b"x", "", "q", properties={"expiration": "soon"})
 
 
+def test_zero_ttl_reaches_a_ready_consumer_and_expires_otherwise(conn: MemoryTransport) -> None:
+    conn.declare_queue("idle")
+    conn.publish(b"gone", "", "idle", properties={"expiration": "0"})
+    time.sleep(0.001)
+    assert bodies_in(conn, "idle") == []
+    conn.declare_queue("busy")
+    inbox = Inbox()
+    conn.consume("busy", inbox)
+    conn.publish(b"taken", "", "busy", properties={"expiration": "0"})
+    assert drain_all(conn) == 1
+    assert inbox.bodies == [b"taken"]
+
+
 def test_expiry_back_into_the_same_queue_is_dropped(conn: MemoryTransport) -> None:
     # Dead-lettered through '' with its own name as routing key, an expired message would go
     # round forever; like RabbitMQ, the broker drops it instead.
@@ -594,6 +607,22 @@ def test_close_returns_undrained_deliveries_unmarked() -> None:
         worker.close()  # assigned but never handed to the callback
         d = producer.get("q")
         assert d is not None and d.delivery_info["redelivered"] is False
+
+
+def test_queue_depth_counts_waiting_and_unacked(conn: MemoryTransport) -> None:
+    broker = MemoryBroker.get()
+    conn.declare_queue("q")
+    conn.qos(2)
+    inbox = Inbox()
+    conn.consume("q", inbox)
+    for _ in range(5):
+        conn.publish(b"x", "", "q")
+    assert (broker.message_count("q"), broker.queue_depth("q")) == (3, 5)
+    drain_all(conn)
+    conn.ack(inbox.got[0].delivery_tag)
+    assert (broker.message_count("q"), broker.queue_depth("q")) == (2, 4)
+    with pytest.raises(KeyError):
+        broker.queue_depth("missing")
 
 
 def test_round_robin_between_consumers_of_one_connection(conn: MemoryTransport) -> None:

@@ -393,6 +393,23 @@ class MemoryBroker:
             self._expire_due()
             return self._queues[queue].size
 
+    def queue_depth(self, queue: str) -> int:
+        """Return the messages of ``queue`` not yet settled: waiting, or delivered and unacked.
+
+        Meant for tests ("nothing left behind"); it walks every open channel's deliveries.
+
+        Raises:
+            KeyError: there is no such queue.
+        """
+        with self.lock:
+            self._expire_due()
+            q = self._queues[queue]
+            depth = q.size
+            for ch in self._channels:
+                depth += sum(1 for owner, _ in ch.unacked.values() if owner is q)
+                depth += sum(1 for c, _ in ch.ready if c.queue is q and not c.no_ack)
+            return depth
+
     # -- channels ----------------------------------------------------------------------------
 
     def open_channel(self, owner: object) -> _Channel:
@@ -705,6 +722,7 @@ class MemoryBroker:
     ) -> bool:
         routed = False
         priority = properties.get("priority")
+        now: float | None = None
         for name in names:
             q = self._queues.get(name)
             if q is None or name in skip:
@@ -712,12 +730,14 @@ class MemoryBroker:
             limit = q.ttl if ttl is None else (ttl if q.ttl is None else min(ttl, q.ttl))
             expires_at = None
             if limit is not None:
-                expires_at = _monotonic() + limit / 1000.0
+                if now is None:
+                    now = _monotonic()
+                expires_at = now + limit / 1000.0
                 self._ttl_queues[q] = None
             level = q.level_of(priority)
             q.push(_Message(body, headers, properties, exchange, routing_key, level, expires_at))
             if q.consumers:
-                self._dispatch(q)
+                self._dispatch(q, now)
             routed = True
         return routed
 
@@ -793,8 +813,13 @@ class MemoryBroker:
 
     # -- messages out ------------------------------------------------------------------------
 
-    def _dispatch(self, q: _Queue) -> None:
-        """Hand waiting messages to consumers, round-robin, as far as their prefetch allows."""
+    def _dispatch(self, q: _Queue, now: float | None = None) -> None:
+        """Hand waiting messages to consumers, round-robin, as far as their prefetch allows.
+
+        ``now`` is the publish instant when called for a message just routed: like RabbitMQ, a
+        message whose TTL is 0 (Celery sends that for an ``expires`` already past) still goes to
+        a consumer that can take it at once, and only expires if it has to wait.
+        """
         consumers = q.consumers
         while q.size and consumers:
             n = len(consumers)
@@ -809,7 +834,9 @@ class MemoryBroker:
                 return
             msg = q.pop()
             assert msg is not None
-            if msg.expires_at is not None and msg.expires_at <= _monotonic():
+            if msg.expires_at is not None and msg.expires_at < (
+                _monotonic() if now is None else now
+            ):
                 self._dead_letter(q, msg, "expired")
                 continue
             if not c.no_ack:

@@ -14,9 +14,9 @@ __all__ = [
     "CELERY_EXCEPTION_MODULES",
     "AlreadyRegistered",
     "BootstepError",
+    "CeleriacError",
     "ChannelError",
     "ChordError",
-    "CeleriacError",
     "ConfigurationError",
     "ConnectionError",
     "ContentDisallowed",
@@ -108,7 +108,7 @@ class TransportError(CeleriacError):
     """Base for broker errors."""
 
 
-class ConnectionError(TransportError):  # noqa: A001 - the name users expect
+class ConnectionError(TransportError):
     """The connection to the broker failed or was closed."""
 
 
@@ -213,7 +213,7 @@ class ChordError(TaskError):
     """A chord header task failed, so the body cannot run."""
 
 
-class TimeoutError(TaskError):  # noqa: A001 - Celery's name
+class TimeoutError(TaskError):
     """Waiting for a result took longer than the timeout."""
 
 

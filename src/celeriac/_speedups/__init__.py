@@ -1,0 +1,1 @@
+"""Compiled hot-path modules, built from ``_speedups/*.pyx``; pick them through ``_accel``."""

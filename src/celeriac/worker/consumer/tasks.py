@@ -1,0 +1,86 @@
+"""Consumer step: declare the task queues, set prefetch, and start consuming."""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any
+
+from celeriac import serialization
+from celeriac._accel import message as message_impl
+from celeriac.bootsteps import StartStopStep
+from celeriac.worker.consumer.connection import Connection
+from celeriac.worker.strategy import Strategy
+
+if TYPE_CHECKING:
+    from celeriac.worker.consumer.consumer import Consumer
+
+__all__ = ["Tasks"]
+
+logger = logging.getLogger("celeriac.worker.consumer")
+
+
+class Tasks(StartStopStep):
+    """Consumes every queue of the worker with a :class:`Strategy` as the callback."""
+
+    label = "Tasks"
+    requires = (Connection,)
+
+    def __init__(self, parent: Consumer, **kwargs: Any) -> None:
+        super().__init__(parent, **kwargs)
+        self.consumer_tags: list[str] = []
+
+    def start(self, parent: Consumer) -> None:
+        transport = parent.transport
+        assert transport is not None, "the Connection step starts before Tasks"
+        app = parent.app
+        declared: set[str] = set()
+        for queue in parent.queues:
+            app.declare_queue(transport, queue, declared)
+        parent.qos.apply(transport)
+        decoder = message_impl.MessageDecoder(
+            _body_loader(serialization.accept_content(app.conf.accept_content)),
+            app.timezone,
+            app.conf.worker_max_message_size,
+        )
+        strategy = Strategy(
+            app,
+            decoder,
+            parent.pool,
+            parent.timer,
+            parent.state,
+            parent.hostname,
+            ack=transport.ack,
+            reject=transport.reject,
+            hold=parent.qos.increment,
+            release=parent.qos.decrement,
+        )
+        self.consumer_tags = [transport.consume(queue, strategy) for queue in parent.queues]
+        logger.info("consuming from %s", ", ".join(parent.queues))
+
+    def stop(self, parent: Consumer) -> None:
+        transport = parent.transport
+        tags, self.consumer_tags = self.consumer_tags, []
+        if transport is None or not transport.connected:
+            return
+        for tag in tags:
+            try:
+                transport.cancel(tag)
+            except Exception as exc:  # the connection may already be gone
+                logger.debug("cancel of consumer %s failed: %r", tag, exc)
+
+    def shutdown(self, parent: Consumer) -> None:
+        self.stop(parent)
+
+
+def _body_loader(accept: frozenset[str]) -> Any:
+    loads = serialization.loads
+    decompress = serialization.decompress
+
+    def load_body(
+        body: bytes, content_type: str | None, content_encoding: str | None, compression: str | None
+    ) -> Any:
+        if compression:
+            body = decompress(body, compression)
+        return loads(body, content_type, content_encoding, accept)
+
+    return load_body

@@ -1,0 +1,112 @@
+"""``celeriac worker``: start a worker, with Celery's flags."""
+
+from __future__ import annotations
+
+import logging
+import signal
+from types import FrameType
+from typing import Any
+
+import click
+
+from celeriac.errors import CeleriacError
+
+__all__ = ["worker"]
+
+logger = logging.getLogger("celeriac.cli")
+
+
+@click.command()
+@click.option(
+    "-A",
+    "--app",
+    "app_spec",
+    default=None,
+    metavar="MODULE",
+    help="The app: 'proj', 'proj:app' or 'proj.celery'.",
+)
+@click.option("-b", "--broker", default=None, help="Broker URL.")
+@click.option("--result-backend", default=None, help="Result backend URL.")
+@click.option("-Q", "--queues", default=None, help="Comma-separated queues to consume.")
+@click.option("-c", "--concurrency", type=int, default=None, help="Parallel tasks.")
+@click.option("-P", "--pool", default="solo", show_default=True, help="Execution pool (solo).")
+@click.option(
+    "--prefetch-multiplier",
+    type=int,
+    default=None,
+    help="worker_prefetch_multiplier (0 = unlimited).",
+)
+@click.option("-n", "--hostname", default=None, help="Node name (%h, %n, %d expand).")
+@click.option("-l", "--loglevel", default="WARNING", show_default=True, help="Log level.")
+@click.option("-f", "--logfile", default=None, help="Log to this file instead of stderr.")
+@click.option("--print-steps", is_flag=True, help="Print the resolved bootsteps and exit.")
+@click.pass_context
+def worker(
+    ctx: click.Context,
+    app_spec: str | None,
+    broker: str | None,
+    result_backend: str | None,
+    queues: str | None,
+    concurrency: int | None,
+    pool: str,
+    prefetch_multiplier: int | None,
+    hostname: str | None,
+    loglevel: str,
+    logfile: str | None,
+    print_steps: bool,
+) -> None:
+    """Start a worker: ``celeriac worker -A proj`` or ``celeriac -A proj worker``."""
+    from celeriac.cli.loader import find_app
+    from celeriac.log import setup_logging
+
+    parent: dict[str, Any] = ctx.obj or {}
+    app_spec = app_spec or parent.get("app")
+    if not app_spec:
+        raise click.UsageError("give the app with -A/--app (e.g. -A proj)")
+    try:
+        setup_logging(loglevel, logfile)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="-l") from None
+    try:
+        app = find_app(app_spec)
+    except CeleriacError as exc:
+        raise click.ClickException(str(exc)) from None
+    broker = broker or parent.get("broker")
+    result_backend = result_backend or parent.get("result_backend")
+    if broker:
+        app.conf.broker_url = broker
+    if result_backend:
+        app.conf.result_backend = result_backend
+        app._reset_backend()
+    try:
+        controller = app.Worker(
+            hostname=hostname,
+            pool=pool,
+            concurrency=concurrency,
+            queues=[q.strip() for q in queues.split(",") if q.strip()] if queues else None,
+            prefetch_multiplier=prefetch_multiplier,
+        )
+    except CeleriacError as exc:
+        raise click.ClickException(str(exc)) from None
+    if print_steps:
+        click.echo(controller.blueprint.graph_text())
+        click.echo(controller.consumer.blueprint.graph_text())
+        return
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        logger.warning("worker: warm shutdown (%s)", signal.Signals(signum).name)
+        controller.stop()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    logger.warning(
+        "%s ready: %s, pool %s, queues %s",
+        controller.hostname,
+        app.broker_url.split("@")[-1],
+        pool,
+        ",".join(controller.queues),
+    )
+    try:
+        controller.start()
+    except CeleriacError as exc:
+        raise click.ClickException(str(exc)) from None

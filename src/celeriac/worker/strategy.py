@@ -23,6 +23,7 @@ from celeriac.errors import (
     UnknownMessageError,
 )
 from celeriac.worker.executor import revoke_request
+from celeriac.worker.ratelimit import RateLimiter
 from celeriac.worker.request import Request
 
 if TYPE_CHECKING:
@@ -65,6 +66,7 @@ class Strategy:
         self.reject = reject
         self.hold = hold
         self.release = release
+        self.limiter = RateLimiter(timer, self.apply, hold, release)
 
     def __call__(self, delivery: Delivery) -> None:
         tag = delivery.delivery_tag
@@ -114,12 +116,19 @@ class Strategy:
             self.hold()
             self.timer.call_at(eta_at, self._eta_due, request)
             return
-        self.apply(request)
+        self._run(request)
+
+    def _run(self, request: Request) -> None:
+        rate_limit = request.task.rate_limit
+        if rate_limit:
+            self.limiter.submit(request, rate_limit)
+        else:
+            self.apply(request)
 
     def _eta_due(self, request: Request) -> None:
         self.state.scheduled.pop(request.id, None)
         self.release()
-        self.apply(request)
+        self._run(request)
 
     def _unknown_task(self, message: Any, tag: Any) -> None:
         logger.error(

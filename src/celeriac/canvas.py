@@ -191,27 +191,47 @@ def maybe_signature(value: Any, app: Celery | None = None) -> Signature | None:
     return signature(value, app=app)
 
 
-class chain(Signature):
-    """Run tasks one after the other, each getting the previous result as first argument."""
+class _Workflow(Signature):
+    """A signature made of other signatures (``kwargs["tasks"]``): what chain and group share."""
+
+    kind = ""
 
     def __init__(self, *tasks: Any, app: Celery | None = None, **options: Any) -> None:
         if len(tasks) == 1 and not isinstance(tasks[0], Mapping):
             tasks = tuple(tasks[0])
-        flat: list[Signature] = []
-        for t in tasks:
-            sig = signature(t, app=app)
-            if sig.get("subtask_type") == "chain":
-                flat.extend(signature(x, app=app) for x in sig.kwargs["tasks"])
-            else:
-                flat.append(sig)
+        self._app = app
+        members = self._members([signature(t, app=app) for t in tasks])
         super().__init__(
-            "celery.chain", (), {"tasks": flat}, options, subtask_type="chain", app=app
+            f"celery.{self.kind}",
+            (),
+            {"tasks": members},
+            options,
+            subtask_type=self.kind,
+            app=app,
         )
+
+    def _members(self, tasks: list[Signature]) -> list[Signature]:
+        return tasks
 
     @property
     def tasks(self) -> list[Signature]:
         tasks: list[Signature] = self.kwargs["tasks"]
         return tasks
+
+
+class chain(_Workflow):
+    """Run tasks one after the other, each getting the previous result as first argument."""
+
+    kind = "chain"
+
+    def _members(self, tasks: list[Signature]) -> list[Signature]:
+        flat: list[Signature] = []
+        for sig in tasks:
+            if sig.get("subtask_type") == "chain":
+                flat.extend(signature(x, app=self._app) for x in sig.kwargs["tasks"])
+            else:
+                flat.append(sig)
+        return flat
 
     def apply_async(
         self,
@@ -279,21 +299,10 @@ class GroupResult(ResultBase):
         return iter(self.results)
 
 
-class group(Signature):
+class group(_Workflow):
     """Run tasks in parallel; each message carries the group id and its index."""
 
-    def __init__(self, *tasks: Any, app: Celery | None = None, **options: Any) -> None:
-        if len(tasks) == 1 and not isinstance(tasks[0], Mapping):
-            tasks = tuple(tasks[0])
-        sigs = [signature(t, app=app) for t in tasks]
-        super().__init__(
-            "celery.group", (), {"tasks": sigs}, options, subtask_type="group", app=app
-        )
-
-    @property
-    def tasks(self) -> list[Signature]:
-        tasks: list[Signature] = self.kwargs["tasks"]
-        return tasks
+    kind = "group"
 
     def apply_async(
         self,

@@ -17,6 +17,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 __all__ = [
+    "PROTOCOL_HEADERS",
     "Compress",
     "Dumps",
     "OutgoingMessage",
@@ -24,6 +25,32 @@ __all__ = [
     "origin_nodename",
     "saferepr",
 ]
+
+#: The headers the task protocol itself defines (the rest are the caller's own headers).
+PROTOCOL_HEADERS: frozenset[str] = frozenset(
+    {
+        "lang",
+        "task",
+        "id",
+        "shadow",
+        "eta",
+        "expires",
+        "group",
+        "group_index",
+        "retries",
+        "timelimit",
+        "root_id",
+        "parent_id",
+        "argsrepr",
+        "kwargsrepr",
+        "origin",
+        "ignore_result",
+        "replaced_task_nesting",
+        "stamped_headers",
+        "stamps",
+        "compression",
+    }
+)
 
 Dumps = Callable[[Any, str], tuple[str, str, bytes]]
 """``dumps(obj, serializer) -> (content_type, content_encoding, data)``."""

@@ -20,9 +20,6 @@ from celeriac.errors import (
 
 # Aliases only: tests/unit/test_serialization.py still patches these names here, where they
 # lived before the json codec moved. Patching them does not reach celeriac.jsoncodec.
-from celeriac.jsoncodec import _revive as _revive
-from celeriac.jsoncodec import _stdlib_dumps as _stdlib_dumps
-from celeriac.jsoncodec import _stdlib_loads as _stdlib_loads
 from celeriac.jsoncodec import json_dumps, json_loads
 
 __all__ = [

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from celeriac import states
 from celeriac.context import Context, current_task
 from celeriac.errors import MaxRetriesExceededError, Reject, Retry
+from celeriac.protocol import PROTOCOL_HEADERS
 
 if TYPE_CHECKING:
     from celeriac.app import Celery
@@ -367,31 +368,8 @@ class Task:
         return f"<@task: {self.name}>"
 
 
-_PROTOCOL_HEADERS = frozenset(
-    {
-        "lang",
-        "task",
-        "id",
-        "shadow",
-        "eta",
-        "expires",
-        "group",
-        "group_index",
-        "retries",
-        "timelimit",
-        "root_id",
-        "parent_id",
-        "argsrepr",
-        "kwargsrepr",
-        "origin",
-        "ignore_result",
-        "replaced_task_nesting",
-        "stamped_headers",
-        "stamps",
-        "compression",
-        "redelivered",
-    }
-)
+# a redelivery flag set by brokers is not the caller's header either
+_PROTOCOL_HEADERS = PROTOCOL_HEADERS | {"redelivered"}
 
 _signatures: dict[type[Task], inspect.Signature | None] = {}
 

@@ -25,7 +25,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from celeriac import compression, serialization
+from celeriac import compression, jsoncodec, serialization
 from celeriac.errors import ConfigurationError, ContentDisallowed, DecodeError, EncodeError
 from celeriac.serialization import (
     accept_content,
@@ -158,9 +158,9 @@ def test_json_typical_body_takes_the_orjson_fast_path(monkeypatch: pytest.Monkey
     def forbidden(_: Any) -> Any:
         raise AssertionError("slow path used for a plain body")
 
-    monkeypatch.setattr(serialization, "_revive", forbidden)
-    monkeypatch.setattr(serialization, "_stdlib_loads", forbidden)
-    monkeypatch.setattr(serialization, "_stdlib_dumps", forbidden)
+    monkeypatch.setattr(jsoncodec, "_revive", forbidden)
+    monkeypatch.setattr(jsoncodec, "_stdlib_loads", forbidden)
+    monkeypatch.setattr(jsoncodec, "_stdlib_dumps", forbidden)
     assert json_loads(json_dumps(TASK_BODY)) == TASK_BODY
     assert json_loads(b'{"id": "3f2a", "n": -5, "x": 1.5}') == {"id": "3f2a", "n": -5, "x": 1.5}
 

@@ -18,6 +18,7 @@ __all__ = [
     "ChannelError",
     "ChordError",
     "ConfigurationError",
+    "ConnectionBlocked",
     "ConnectionError",
     "ContentDisallowed",
     "DecodeError",
@@ -105,7 +106,14 @@ class MessageTooLarge(ProtocolError):
 
 
 class TransportError(CeleriacError):
-    """Base for broker errors."""
+    """Base for broker errors; ``reply_code``/``reply_text`` carry the broker's own words."""
+
+    def __init__(
+        self, message: str = "", reply_code: int | None = None, reply_text: str | None = None
+    ) -> None:
+        super().__init__(message)
+        self.reply_code = reply_code
+        self.reply_text = reply_text
 
 
 class ConnectionError(TransportError):
@@ -114,6 +122,10 @@ class ConnectionError(TransportError):
 
 class ChannelError(TransportError):
     """The broker closed a channel (reply code and text are in the message)."""
+
+
+class ConnectionBlocked(TransportError):
+    """Publishing timed out while the broker blocks this connection (e.g. a memory alarm)."""
 
 
 # -- bootsteps -------------------------------------------------------------------------------

@@ -343,16 +343,18 @@ class Celery:
         from celeriac.result import AsyncResult
 
         conf = self.conf
-        task_id = task_id or str(uuid.uuid4())
+        task_id = task_id or protocol.new_task_id()
         if args is not None and not isinstance(args, (list, tuple)):
             raise TypeError("task args must be a list or tuple")
         if kwargs is not None and not isinstance(kwargs, Mapping):
             raise TypeError("task keyword arguments must be a mapping")
-        now = datetime.now(timezone.utc)
-        if countdown is not None:
-            eta = now + timedelta(seconds=countdown)
-        if isinstance(expires, (int, float)):
-            expires = now + timedelta(seconds=expires)
+        now = None
+        if countdown is not None or isinstance(expires, (int, float)):
+            now = datetime.now(timezone.utc)
+            if countdown is not None:
+                eta = now + timedelta(seconds=countdown)
+            if isinstance(expires, (int, float)):
+                expires = now + timedelta(seconds=expires)
         parent = current_task()
         if parent is not None:
             request = parent.request
@@ -369,7 +371,7 @@ class Celery:
         message = protocol.build_task_message(
             name,
             task_id,
-            list(args or ()),
+            tuple(args or ()),
             dict(kwargs or {}),
             eta=eta,
             expires=expires,

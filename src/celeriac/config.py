@@ -133,38 +133,39 @@ class Settings(MutableMapping[str, Any]):
     """
 
     def __init__(self, initial: Mapping[str, Any] | None = None) -> None:
-        object.__setattr__(self, "_changes", dict(initial or {}))
+        changes = dict(initial or {})
+        object.__setattr__(self, "_changes", changes)
+        # defaults and changes merged, so a read is one dict lookup (publishing reads several)
+        object.__setattr__(self, "_values", {**DEFAULTS, **changes})
 
     # -- mapping protocol
     def __getitem__(self, key: str) -> Any:
-        names = ENV_OVERRIDES.get(key)
-        if names:
-            for name in names:
+        if key in ENV_OVERRIDES:
+            for name in ENV_OVERRIDES[key]:
                 value = os.environ.get(name)
                 if value:
                     return value
-        changes: dict[str, Any] = self._changes
-        if key in changes:
-            return changes[key]
-        return DEFAULTS[key]
+        return self._values[key]
 
     def __setitem__(self, key: str, value: Any) -> None:
         self._changes[key] = value
+        self._values[key] = value
 
     def __delitem__(self, key: str) -> None:
         del self._changes[key]
+        if key in DEFAULTS:
+            self._values[key] = DEFAULTS[key]
+        else:
+            del self._values[key]
 
     def __iter__(self) -> Iterator[str]:
-        yield from DEFAULTS
-        for key in self._changes:
-            if key not in DEFAULTS:
-                yield key
+        return iter(self._values)
 
     def __len__(self) -> int:
-        return len(set(DEFAULTS) | set(self._changes))
+        return len(self._values)
 
     def __contains__(self, key: object) -> bool:
-        return key in DEFAULTS or key in self._changes
+        return key in self._values
 
     # -- attribute access
     def __getattr__(self, name: str) -> Any:
@@ -188,7 +189,7 @@ class Settings(MutableMapping[str, Any]):
         for key, value in source.items():
             name = _normalize_key(key, namespace)
             if name is not None:
-                self._changes[name] = value
+                self[name] = value
 
     def config_from_object(self, obj: object | str, namespace: str | None = None) -> None:
         """Load settings from a module, a ``"module"``/``"module:attr"`` name, a class or a dict.

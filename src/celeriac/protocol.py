@@ -22,6 +22,7 @@ __all__ = [
     "Dumps",
     "OutgoingMessage",
     "build_task_message",
+    "new_task_id",
     "origin_nodename",
     "saferepr",
 ]
@@ -146,7 +147,10 @@ def build_task_message(
 
         compress = default_compress
     if now is None:
-        now = datetime.now(timezone.utc)
+        if eta is not None or expires is not None:
+            now = datetime.now(timezone.utc)
+        else:
+            now = _EPOCH  # never read: only ETA and expiry are relative to it
     elif now.tzinfo is None:
         now = now.replace(tzinfo=timezone.utc)
 
@@ -197,6 +201,15 @@ def build_task_message(
     return OutgoingMessage(task_headers, properties, body)
 
 
+def new_task_id() -> str:
+    """A random (version 4) UUID string, as ``str(uuid.uuid4())`` but about 3x cheaper."""
+    raw = bytearray(os.urandom(16))
+    raw[6] = (raw[6] & 0x0F) | 0x40
+    raw[8] = (raw[8] & 0x3F) | 0x80
+    h = raw.hex()
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+
 def origin_nodename() -> str:
     """This process's node name as Celery's clients write it: ``gen<pid>@<hostname>``."""
     return f"gen{os.getpid()}@{socket.gethostname()}"
@@ -240,12 +253,18 @@ class _SafeRepr(reprlib.Repr):
         return "{" + ", ".join(pieces) + "}"
 
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_EMPTY_REPRS: dict[type, str] = {tuple: "()", list: "[]", dict: "{}"}
+
+
 def saferepr(obj: Any, maxlen: int = 1024, maxlevels: int = 3) -> str:
     """A ``repr`` that never raises and is at most ``maxlen`` characters long.
 
     Containers nested deeper than ``maxlevels`` show as ``[...]``; each container shows at
     most ``maxlen`` items, so the work is bounded by the object's size even for huge args.
     """
+    if not obj and type(obj) in _EMPTY_REPRS:
+        return _EMPTY_REPRS[type(obj)]  # the usual no-argument call: skip reprlib
     printer = _SafeRepr()
     printer.maxlevel = maxlevels
     limit = max(maxlen, 1)

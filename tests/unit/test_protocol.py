@@ -271,3 +271,17 @@ def test_saferepr_never_raises() -> None:
     assert "Broken" in saferepr(Broken())
     assert "Broken" in saferepr([Broken()])
     assert saferepr(10**5000).startswith("<unrepresentable int")
+
+
+def test_new_task_id_is_a_random_uuid4() -> None:
+    import uuid
+
+    from celeriac.protocol import new_task_id
+
+    ids = {new_task_id() for _ in range(1000)}
+    assert len(ids) == 1000
+    for value in list(ids)[:50]:
+        parsed = uuid.UUID(value)
+        assert parsed.version == 4
+        assert parsed.variant == uuid.RFC_4122
+        assert str(parsed) == value

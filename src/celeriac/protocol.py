@@ -147,10 +147,9 @@ def build_task_message(
 
         compress = default_compress
     if now is None:
-        if eta is not None or expires is not None:
-            now = datetime.now(timezone.utc)
-        else:
-            now = _EPOCH  # never read: only ETA and expiry are relative to it
+        # _EPOCH is never read: only ETA and expiry are relative to ``now``
+        timed = eta is not None or expires is not None
+        now = datetime.now(timezone.utc) if timed else _EPOCH
     elif now.tzinfo is None:
         now = now.replace(tzinfo=timezone.utc)
 

@@ -63,10 +63,11 @@ class TokenBucket:
 
 
 class _Line:
-    __slots__ = ("bucket", "rate", "waiting")
+    __slots__ = ("bucket", "discarded", "rate", "waiting")
 
     def __init__(self, rate: float) -> None:
         self.rate = rate
+        self.discarded = False
         self.bucket = TokenBucket(rate)
         self.waiting: deque[Request] = deque()
 
@@ -105,12 +106,22 @@ class RateLimiter:
             self.timer.call_after(line.bucket.expected_time(), self._drain, line)
 
     def _drain(self, line: _Line) -> None:
+        if line.discarded:
+            return
         while line.waiting and line.bucket.can_consume():
             request = line.waiting.popleft()
             self.release()
             self.apply(request)
         if line.waiting:
             self.timer.call_after(line.bucket.expected_time(), self._drain, line)
+
+    def discard(self) -> int:
+        """Drop every waiting request (their deliveries died with the connection)."""
+        count = self.waiting()
+        for line in self._lines.values():
+            line.discarded = True
+        self._lines.clear()
+        return count
 
     def waiting(self) -> int:
         return sum(len(line.waiting) for line in self._lines.values())

@@ -32,7 +32,7 @@ if TYPE_CHECKING:
     from celeriac.pool.base import Pool
     from celeriac.transports.base import Delivery
     from celeriac.worker.state import WorkerState
-    from celeriac.worker.timer import Timer
+    from celeriac.worker.timer import Entry, Timer
 
 __all__ = ["Strategy"]
 
@@ -67,6 +67,7 @@ class Strategy:
         self.hold = hold
         self.release = release
         self.limiter = RateLimiter(timer, self.apply, hold, release)
+        self._held: dict[str, Entry] = {}
 
     def __call__(self, delivery: Delivery) -> None:
         tag = delivery.delivery_tag
@@ -114,7 +115,7 @@ class Strategy:
             # hold the message unacked until its time; raise prefetch so others keep flowing
             self.state.scheduled[message.id] = request
             self.hold()
-            self.timer.call_at(eta_at, self._eta_due, request)
+            self._held[message.id] = self.timer.call_at(eta_at, self._eta_due, request)
             return
         self._run(request)
 
@@ -126,9 +127,20 @@ class Strategy:
             self.apply(request)
 
     def _eta_due(self, request: Request) -> None:
+        self._held.pop(request.id, None)
         self.state.scheduled.pop(request.id, None)
         self.release()
         self._run(request)
+
+    def discard_held(self) -> int:
+        """Forget ETA and rate-limited requests: their connection is gone, so the broker will
+        deliver them again and running these copies would run them twice."""
+        entries, self._held = self._held, {}
+        for entry in entries.values():
+            entry.cancel()
+        for request_id in entries:
+            self.state.scheduled.pop(request_id, None)
+        return len(entries) + self.limiter.discard()
 
     def _unknown_task(self, message: Any, tag: Any) -> None:
         logger.error(

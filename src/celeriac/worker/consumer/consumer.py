@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from celeriac import signals
 from celeriac.bootsteps import Blueprint, Step
+from celeriac.errors import TransportError
 from celeriac.worker.consumer.connection import Connection
 from celeriac.worker.consumer.tasks import Tasks
 
@@ -21,6 +22,10 @@ logger = logging.getLogger("celeriac.worker.consumer")
 
 # the longest the loop sleeps in the broker before looking at the timer and stop flag again
 MAX_WAIT = 1.0
+# what a lost or refused broker connection raises; the consumer reconnects on these
+RECOVERABLE = (TransportError, OSError)
+# reconnect backoff: 0.1 s doubling up to this many seconds
+MAX_BACKOFF = 5.0
 
 
 class ConsumerBlueprint(Blueprint):
@@ -38,8 +43,10 @@ class QoS:
         self._transport: Transport | None = None
 
     def apply(self, transport: Transport) -> None:
+        """Set the prefetch on a (new) connection; held tasks do not survive a reconnect."""
         self._transport = transport
         self._applied = None
+        self.value = self.initial
         self.update()
 
     def increment(self) -> None:
@@ -75,32 +82,77 @@ class Consumer:
         self.queues = worker.queues
         self.qos = QoS(worker.prefetch_count)
         self.transport: Transport | None = None
-        self.should_stop = False
+        self._stop_requested = threading.Event()
         self.ready = threading.Event()
+        self.reconnects = 0
         self.steps: list[Step] = []
         self.blueprint = ConsumerBlueprint(steps=worker.app.steps["consumer"])
         self.blueprint.apply(self)
 
+    @property
+    def should_stop(self) -> bool:
+        return self._stop_requested.is_set()
+
     def start(self) -> None:
-        """Start the steps, then loop until :meth:`stop` is called."""
-        self.blueprint.start(self)
-        self.ready.set()
-        if signals.worker_ready.receivers:
-            signals.worker_ready.send(sender=self)
-        self.loop()
+        """Start the steps, then loop until :meth:`stop` is called.
+
+        A lost broker connection restarts the steps (reconnect, declare, qos, consume) with
+        backoff; what was delivered on the old connection and not acked is the broker's again.
+        """
+        failures = 0
+        while not self.should_stop:
+            try:
+                self.blueprint.start(self)
+                failures = 0
+                if not self.ready.is_set():
+                    self.ready.set()
+                    if signals.worker_ready.receivers:
+                        signals.worker_ready.send(sender=self)
+                self.loop()
+                return
+            except RECOVERABLE as exc:
+                if self.should_stop:
+                    return
+                failures += 1
+                self._give_up_unless_retrying(exc, failures)
+                delay = min(MAX_BACKOFF, 0.1 * 2 ** (failures - 1))
+                logger.error(
+                    "consumer: cannot reach the broker (%s: %s); retrying in %.1fs (attempt %d)",
+                    type(exc).__name__,
+                    exc,
+                    delay,
+                    failures,
+                )
+                self.blueprint.stop(self)
+                self._stop_requested.wait(delay)
+                self.reconnects += 1
+
+    def _give_up_unless_retrying(self, exc: BaseException, failures: int) -> None:
+        conf = self.app.conf
+        started = self.ready.is_set()
+        retry = (
+            conf.broker_connection_retry if started else (conf.broker_connection_retry_on_startup)
+        )
+        limit = conf.broker_connection_max_retries
+        if not retry or (limit and failures > int(limit)):
+            logger.critical(
+                "consumer: giving up on the broker after %d attempts: %s", failures, exc
+            )
+            raise exc
 
     def loop(self) -> None:
         transport = self.transport
         assert transport is not None
         drain = transport.drain_events
         run_due = self.timer.run_due
-        while not self.should_stop:
+        stopping = self._stop_requested.is_set
+        while not stopping():
             wait = run_due()
             drain(MAX_WAIT if wait is None else min(wait, MAX_WAIT))
 
     def stop(self) -> None:
         """Ask the loop to end (safe from any thread or a signal handler)."""
-        self.should_stop = True
+        self._stop_requested.set()
         transport = self.transport
         if transport is not None:
             transport.wakeup()

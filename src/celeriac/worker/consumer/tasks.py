@@ -28,6 +28,7 @@ class Tasks(StartStopStep):
     def __init__(self, parent: Consumer, **kwargs: Any) -> None:
         super().__init__(parent, **kwargs)
         self.consumer_tags: list[str] = []
+        self.strategy: Strategy | None = None
 
     def start(self, parent: Consumer) -> None:
         transport = parent.transport
@@ -54,12 +55,18 @@ class Tasks(StartStopStep):
             hold=parent.qos.increment,
             release=parent.qos.decrement,
         )
+        self.strategy = strategy
         self.consumer_tags = [transport.consume(queue, strategy) for queue in parent.queues]
         logger.info("consuming from %s", ", ".join(parent.queues))
 
     def stop(self, parent: Consumer) -> None:
         transport = parent.transport
         tags, self.consumer_tags = self.consumer_tags, []
+        if self.strategy is not None:
+            dropped = self.strategy.discard_held()
+            if dropped:
+                logger.info("gave back %d held ETA/rate-limited tasks to the broker", dropped)
+            self.strategy = None
         if transport is None or not transport.connected:
             return
         for tag in tags:

@@ -409,6 +409,9 @@ class Celery:
                 headers=message.headers,
                 properties=message.properties,
             )
+        backend = self._backend or (self.backend if self.conf.result_backend else None)
+        if backend is not None and not ignore_result:
+            backend.on_task_call(task_id)
         self._publish(message, queue, exchange, routing_key)
         if signals.after_task_publish.receivers:
             signals.after_task_publish.send(

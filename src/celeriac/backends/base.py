@@ -124,8 +124,8 @@ class Backend:
     def _store(self, task_id: str, meta: dict[str, Any], state: str) -> None:
         raise NotImplementedError
 
-    def mark_as_started(self, task_id: str, **meta: Any) -> dict[str, Any]:
-        return self.store_result(task_id, meta, states.STARTED)
+    def mark_as_started(self, task_id: str, request: Any = None, **meta: Any) -> dict[str, Any]:
+        return self.store_result(task_id, meta, states.STARTED, request=request)
 
     def mark_as_done(
         self, task_id: str, result: Any, request: Any = None, children: list[Any] | None = None
@@ -161,6 +161,10 @@ class Backend:
         return self.store_result(
             task_id, TaskRevokedError(reason), states.REVOKED, None, request, children=None
         )
+
+    def on_task_call(self, task_id: str) -> None:
+        """Called by the client before it publishes a task (the RPC backend declares its
+        reply queue here, so the worker's reply has somewhere to go)."""
 
     # -- reading
     def get_task_meta(self, task_id: str) -> dict[str, Any]:

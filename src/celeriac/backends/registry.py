@@ -17,6 +17,7 @@ _BACKENDS: dict[str, str] = {
     "memory": "celeriac.backends.memory:MemoryBackend",
     "cache+memory": "celeriac.backends.memory:MemoryBackend",
     "disabled": "celeriac.backends.base:DisabledBackend",
+    "rpc": "celeriac.backends.rpc:RPCBackend",
 }
 
 

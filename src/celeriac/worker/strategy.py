@@ -14,6 +14,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from celeriac import signals, states
+from celeriac.context import Context
 from celeriac.errors import (
     ContentDisallowed,
     DecodeError,
@@ -158,8 +159,15 @@ class Strategy:
                 exc=NotRegistered(message.name),
             )
         try:
+            # reply_to/correlation_id let the RPC backend route the failure to the client
+            request = Context(
+                id=message.id,
+                task=message.name,
+                reply_to=message.reply_to,
+                correlation_id=message.correlation_id,
+            )
             self.app.backend.store_result(
-                message.id, NotRegistered(message.name), states.FAILURE, None, None
+                message.id, NotRegistered(message.name), states.FAILURE, None, request
             )
         except Exception as exc:  # no backend, or it is down: the reject already happened
             logger.debug("could not store NotRegistered for %s: %r", message.id, exc)

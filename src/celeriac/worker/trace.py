@@ -74,7 +74,7 @@ def trace_task(
                 sender=task, task_id=task_id, task=task, args=args, kwargs=kwargs
             )
         if store_results and task.track_started and not ignore_result:
-            backend.mark_as_started(task_id, pid=os.getpid(), hostname=ctx.hostname)
+            backend.mark_as_started(task_id, request=ctx, pid=os.getpid(), hostname=ctx.hostname)
         try:
             task.before_start(task_id, args, kwargs)
             fun = task if _has_custom_call(task) else task.run
@@ -155,7 +155,8 @@ def _on_failure(
         for step in ctx.chain or ():
             step_id = (step.get("options") or {}).get("task_id")
             if step_id:
-                backend.mark_as_failure(step_id, exc, einfo.traceback)
+                step_request = Context(reply_to=ctx.reply_to, correlation_id=step_id)
+                backend.mark_as_failure(step_id, exc, einfo.traceback, request=step_request)
     try:
         task.on_failure(exc, task_id, args, kwargs, einfo)
     except Exception as hook_exc:

@@ -41,12 +41,16 @@ class QoS:
         self.value = initial
         self._applied: int | None = None
         self._transport: Transport | None = None
+        self._global = False
 
     def apply(self, transport: Transport) -> None:
         """Set the prefetch on a (new) connection; held tasks do not survive a reconnect."""
         self._transport = transport
         self._applied = None
         self.value = self.initial
+        # RabbitMQ 3.3-3.x reads global=False as per-consumer; kombu's rule, §2.2
+        rule = getattr(transport, "qos_global_default", None)
+        self._global = bool(rule()) if callable(rule) else False
         self.update()
 
     def increment(self) -> None:
@@ -65,7 +69,7 @@ class QoS:
             return
         # AMQP's prefetch_count is 16 bits; above that the limit is simply lifted
         count = self.value if self.value <= 0xFFFF else 0
-        transport.qos(count)
+        transport.qos(count, self._global)
         self._applied = self.value
 
 

@@ -187,6 +187,10 @@ class Task:
     def push_request(self, *args: Any, **kwargs: Any) -> None:
         self._request_stack.stack.append(Context(*args, **kwargs))
 
+    def push_context(self, ctx: Context) -> None:
+        """Make ``ctx`` this thread's ``self.request`` as it is (no copy)."""
+        self._request_stack.stack.append(ctx)
+
     def pop_request(self) -> None:
         self._request_stack.stack.pop()
 

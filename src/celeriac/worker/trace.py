@@ -63,7 +63,7 @@ def trace_task(
     backend = task.app.backend
     ignore_result = bool(task.ignore_result or ctx.ignore_result)
     store_errors = store_results and (not ignore_result or bool(task.store_errors_even_if_ignored))
-    task.push_request(**ctx.__dict__)
+    task.push_context(ctx)
     push_task(task)
     einfo: ExceptionInfo | None = None
     requeue = False
@@ -77,7 +77,10 @@ def trace_task(
             backend.mark_as_started(task_id, request=ctx, pid=os.getpid(), hostname=ctx.hostname)
         try:
             task.before_start(task_id, args, kwargs)
-            fun = task if _has_custom_call(task) else task.run
+            custom = _custom_call.get(type(task))
+            if custom is None:
+                custom = _has_custom_call(task)
+            fun = task if custom else task.run
             retval = fun(*args, **kwargs)
         except Reject as exc:
             state, requeue, retval = states.REJECTED, exc.requeue, exc
@@ -132,10 +135,17 @@ def trace_task(
         task.pop_request()
 
 
+_custom_call: dict[type, bool] = {}
+
+
 def _has_custom_call(task: Task) -> bool:
+    """Whether the task class overrides ``__call__`` (then the worker calls the task itself,
+    so the override runs, as in Celery); remembered per class."""
     from celeriac.task import Task as BaseTask
 
-    return type(task).__call__ is not BaseTask.__call__
+    cls = type(task)
+    custom = _custom_call[cls] = cls.__call__ is not BaseTask.__call__
+    return custom
 
 
 def _on_failure(

@@ -568,11 +568,24 @@ def _timestamp(value: datetime, key: Any) -> int:
     return seconds
 
 
-def _encode_text(value: str, what: str) -> bytes:
+def _describe(kind: int, a: Any, b: Any) -> str:
+    """What an encoding error is about; built only when there is an error."""
+    if kind == 0:
+        return f"the value for key {_vrepr(a)}"
+    if kind == 1:
+        return f"{a} argument {b}"
+    if kind == 2:
+        return f"property {a}"
+    return str(a)
+
+
+def _encode_text(value: str, kind: int, a: Any, b: Any = None) -> bytes:
     try:
         return value.encode()
     except UnicodeEncodeError:
-        raise ProtocolError(f"cannot encode {what}: not encodable as utf-8") from None
+        raise ProtocolError(
+            f"cannot encode {_describe(kind, a, b)}: not encodable as utf-8"
+        ) from None
 
 
 def _write_table(out: bytearray, table: Mapping[Any, Any], depth: int) -> None:
@@ -582,7 +595,12 @@ def _write_table(out: bytearray, table: Mapping[Any, Any], depth: int) -> None:
     out += b"\x00\x00\x00\x00"
     for key, value in table.items():
         if type(key) is str or isinstance(key, str):
-            raw = _encode_text(key, f"field name {_vrepr(key)}")
+            try:
+                raw = key.encode()
+            except UnicodeEncodeError:
+                raise ProtocolError(
+                    f"cannot encode field name {_vrepr(key)}: not encodable as utf-8"
+                ) from None
         elif isinstance(key, bytes):
             raw = key
         else:
@@ -627,7 +645,7 @@ def _write_int(out: bytearray, value: int, key: Any) -> None:
 def _write_value(out: bytearray, value: Any, key: Any, depth: int) -> None:
     kind = type(value)
     if kind is str:
-        raw = _encode_text(value, f"the value for key {_vrepr(key)}")
+        raw = _encode_text(value, 0, key)
         out.append(0x53)
         out += _U32.pack(len(raw))
         out += raw
@@ -658,7 +676,7 @@ def _write_value(out: bytearray, value: Any, key: Any, depth: int) -> None:
 def _write_other(out: bytearray, value: Any, key: Any, depth: int) -> None:
     """Subclasses of the plain types, Decimal, datetime and other mappings."""
     if isinstance(value, str):
-        raw = _encode_text(value, f"the value for key {_vrepr(key)}")
+        raw = _encode_text(value, 0, key)
         out.append(0x53)
         out += _U32.pack(len(raw))
         out += raw
@@ -811,38 +829,45 @@ def decode_method(payload: bytes | bytearray | memoryview) -> tuple[int, tuple[A
     return method, args
 
 
-def _shortstr_bytes(value: Any, what: str) -> bytes:
+def _shortstr_bytes(value: Any, kind: int, a: Any, b: Any = None) -> bytes:
     if type(value) is str or isinstance(value, str):
-        raw = _encode_text(value, what)
+        raw = _encode_text(value, kind, a, b)
     elif isinstance(value, bytes):
         raw = value
     else:
-        raise ProtocolError(f"cannot encode {what}: {type(value).__name__}, not str")
+        raise ProtocolError(
+            f"cannot encode {_describe(kind, a, b)}: {type(value).__name__}, not str"
+        )
     if len(raw) > 255:
         raise ProtocolError(
-            f"cannot encode {what}: {len(raw)} bytes, over the shortstr limit of 255"
+            f"cannot encode {_describe(kind, a, b)}: {len(raw)} bytes, over the shortstr "
+            f"limit of 255"
         )
     return raw
 
 
-def _longstr_bytes(value: Any, what: str) -> bytes:
+def _longstr_bytes(value: Any, kind: int, a: Any, b: Any = None) -> bytes:
     if type(value) is str or isinstance(value, str):
-        raw = _encode_text(value, what)
+        raw = _encode_text(value, kind, a, b)
     elif isinstance(value, bytes):
         raw = value
     else:
-        raise ProtocolError(f"cannot encode {what}: {type(value).__name__}, not str or bytes")
+        raise ProtocolError(
+            f"cannot encode {_describe(kind, a, b)}: {type(value).__name__}, not str or bytes"
+        )
     if len(raw) > 0xFFFFFFFF:
-        raise ProtocolError(f"cannot encode {what}: {len(raw)} bytes, over the longstr limit")
+        raise ProtocolError(
+            f"cannot encode {_describe(kind, a, b)}: {len(raw)} bytes, over the longstr limit"
+        )
     return raw
 
 
-def _write_uint(out: bytearray, value: Any, code: str, what: str) -> None:
+def _write_uint(out: bytearray, value: Any, code: str, kind: int, a: Any, b: Any = None) -> None:
     limit = _INT_LIMITS[code]
     if not isinstance(value, int) or not 0 <= value <= limit:
         raise ProtocolError(
-            f"cannot encode {what}: {_vrepr(value)} is not an int in 0..{limit} "
-            f"({_INT_NAMES[code]})"
+            f"cannot encode {_describe(kind, a, b)}: {_vrepr(value)} is not an int in "
+            f"0..{limit} ({_INT_NAMES[code]})"
         )
     out += int(value).to_bytes(_INT_WIDTHS[code], "big")
 
@@ -886,27 +911,28 @@ def _write_args(
             out += b"\x00\x00\x00\x00"
         else:
             value = args[index]
-            what = f"{name} argument {fields[index]}"
+            field = fields[index]
             index += 1
             if code == "s":
-                raw = _shortstr_bytes(value, what)
+                raw = _shortstr_bytes(value, 1, name, field)
                 out.append(len(raw))
                 out += raw
             elif code == "F":
                 if value is not None and not isinstance(value, Mapping):
                     raise ProtocolError(
-                        f"cannot encode {what}: {type(value).__name__}, not a mapping"
+                        f"cannot encode {name} argument {field}: {type(value).__name__}, "
+                        f"not a mapping"
                     )
                 try:
                     _write_table(out, {} if value is None else value, 1)
                 except ProtocolError as exc:
-                    raise ProtocolError(f"cannot encode {what}: {exc}") from None
+                    raise ProtocolError(f"cannot encode {name} argument {field}: {exc}") from None
             elif code == "x" or code == "S":
-                raw = _longstr_bytes(value, what)
+                raw = _longstr_bytes(value, 1, name, field)
                 out += _U32.pack(len(raw))
                 out += raw
             else:
-                _write_uint(out, value, code, what)
+                _write_uint(out, value, code, 1, name, field)
     if bit:
         out.append(bits)
 
@@ -973,11 +999,11 @@ def _write_properties(
             if value is None:
                 continue
             if code == "s":
-                raw = _shortstr_bytes(value, f"property {name}")
+                raw = _shortstr_bytes(value, 2, name)
                 out.append(len(raw))
                 out += raw
             else:
-                _write_uint(out, value, code, f"property {name}")
+                _write_uint(out, value, code, 2, name)
         flags |= flag
     _U16.pack_into(out, start, flags)
 
@@ -1086,10 +1112,10 @@ def encode_message(
     out = bytearray()
     start = _frame_start(out, FRAME_METHOD, channel)
     out += b"\x00\x3c\x00\x28\x00\x00"  # basic.publish, reserved ticket
-    raw = _shortstr_bytes(exchange, "basic.publish argument exchange")
+    raw = _shortstr_bytes(exchange, 1, "basic.publish", "exchange")
     out.append(len(raw))
     out += raw
-    raw = _shortstr_bytes(routing_key, "basic.publish argument routing_key")
+    raw = _shortstr_bytes(routing_key, 1, "basic.publish", "routing_key")
     out.append(len(raw))
     out += raw
     out.append(1 if mandatory else 0)

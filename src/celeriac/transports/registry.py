@@ -14,6 +14,9 @@ __all__ = ["known_schemes", "register_transport", "split_urls", "transport_for_u
 # Values are "module:Class" strings so that naming a scheme never imports its client library.
 _TRANSPORTS: dict[str, str | type[Any]] = {
     "memory": "celeriac.transports.memory:MemoryTransport",
+    "amqp": "celeriac.transports.amqp:AMQPTransport",
+    "amqps": "celeriac.transports.amqp:AMQPTransport",
+    "pyamqp": "celeriac.transports.amqp:AMQPTransport",
 }
 _lock = threading.Lock()
 

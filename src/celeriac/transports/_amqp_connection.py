@@ -231,6 +231,8 @@ class Connection:
                     fds = ready.wait(wait)
                 except OSError as exc:  # the socket was closed under us
                     raise self._lost(exc) from exc
+            if self.error is not None:  # closed by another thread meanwhile
+                raise self.copy_error()
             if len(fds) > 1 or (fds and fds[0] != ready.fds[0]):
                 self.drain_wakeups()
                 return None

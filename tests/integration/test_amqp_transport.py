@@ -45,6 +45,16 @@ def settle(transport: AMQPTransport, seconds: float) -> None:
         transport.drain_events(timeout=deadline - time.monotonic())
 
 
+def get_one(transport: AMQPTransport, queue: str, no_ack: bool = False) -> Delivery:
+    """``basic.get`` until a message comes (publishing is asynchronous); fail after 5 s."""
+    deadline = time.monotonic() + 5
+    while (delivery := transport.get(queue, no_ack)) is None:
+        if time.monotonic() > deadline:
+            pytest.fail(f"no message in queue {queue} within 5s")
+        time.sleep(0.01)
+    return delivery
+
+
 def wait_for_count(transport: AMQPTransport, queue: str, count: int) -> None:
     """Wait until ``queue`` holds ``count`` ready messages (publishing is asynchronous)."""
     deadline = time.monotonic() + 5
@@ -184,11 +194,7 @@ def test_round_trip_keeps_every_celery_header_and_property(
     }
     body = '[[1, 2], {"é": "✓"}, {}]'.encode()
     transport.publish(body, exchange, "rk", headers=headers, properties=properties)
-    delivery = None
-    deadline = time.monotonic() + 5
-    while delivery is None and time.monotonic() < deadline:
-        delivery = transport.get(queue)
-    assert delivery is not None
+    delivery = get_one(transport, queue)
     assert delivery.body == body
     assert delivery.headers == headers
     assert delivery.properties == properties
@@ -301,11 +307,7 @@ def test_dead_letter_arguments_and_x_death(transport: AMQPTransport, names: Name
     delivery = transport.get(queue)
     assert delivery is not None
     transport.reject(delivery.delivery_tag, requeue=False)
-    dead_letter = None
-    deadline = time.monotonic() + 5
-    while dead_letter is None and time.monotonic() < deadline:
-        dead_letter = transport.get(dead, no_ack=True)
-    assert dead_letter is not None
+    dead_letter = get_one(transport, dead, no_ack=True)
     assert dead_letter.body == b"doomed"
     assert dead_letter.headers is not None
     death = dead_letter.headers["x-death"][0]
@@ -319,16 +321,8 @@ def test_quorum_queue(transport: AMQPTransport, names: Names) -> None:
     queue = names.queue("quorum")
     transport.declare_queue(queue, durable=True, arguments={"x-queue-type": "quorum"})
     transport.publish(b"q", "", queue)
-    delivery = None
-    deadline = time.monotonic() + 5
-    while delivery is None and time.monotonic() < deadline:
-        delivery = transport.get(queue)
-    assert delivery is not None
-    transport.reject(delivery.delivery_tag, requeue=True)
-    again = None
-    while again is None and time.monotonic() < deadline:
-        again = transport.get(queue)
-    assert again is not None
+    transport.reject(get_one(transport, queue).delivery_tag, requeue=True)
+    again = get_one(transport, queue)
     assert again.headers is not None
     assert again.headers["x-delivery-count"] == 1
     transport.ack(again.delivery_tag)
@@ -673,3 +667,48 @@ def test_tls_verifies_the_certificate_by_default(
         transport.connect()
     unverified = make_transport(tls_proxy.url("localhost"), ssl={"cert_reqs": "CERT_NONE"})
     assert unverified.connected
+
+
+def test_a_channel_error_during_drain_then_connect(transport: AMQPTransport, names: Names) -> None:
+    queue = declared(transport, names)
+    transport.publish(b"m", "", queue)
+    got: list[Delivery] = []
+    transport.consume(queue, got.append)
+    drain_until(transport, lambda: len(got) == 1)
+    # like RabbitMQ's consumer_timeout: the broker closes the channel under the consumer
+    transport.ack(got[0].delivery_tag + 1000)
+    with pytest.raises(ChannelError) as info:
+        settle(transport, 3)
+    assert info.value.reply_code == 406
+    assert "unknown delivery tag" in str(info.value)
+    assert not transport.connected
+    transport.connect()
+    again: list[Delivery] = []
+    transport.consume(queue, again.append)
+    drain_until(transport, lambda: len(again) == 1)
+    assert again[0].delivery_info["redelivered"] is True
+    transport.ack(again[0].delivery_tag)
+
+
+def test_close_from_another_thread_ends_a_blocked_drain(
+    transport: AMQPTransport, names: Names
+) -> None:
+    transport.consume(declared(transport, names), lambda d: None)
+    raised: list[BaseException] = []
+
+    def drain() -> None:
+        try:
+            transport.drain_events(timeout=None)
+        except BaseException as exc:
+            raised.append(exc)
+
+    thread = threading.Thread(target=drain)
+    thread.start()
+    time.sleep(0.2)
+    started = time.monotonic()
+    transport.close()
+    assert time.monotonic() - started < 2
+    thread.join(timeout=3)
+    assert not thread.is_alive()
+    assert len(raised) == 1
+    assert isinstance(raised[0], ConnectionError)

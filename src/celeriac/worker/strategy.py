@@ -51,6 +51,7 @@ class Strategy:
         timer: Timer,
         state: WorkerState,
         hostname: str,
+        delivered: Callable[[Any], None],
         ack: Callable[[Any], None],
         reject: Callable[[Any, bool], None],
         hold: Callable[[], None],
@@ -63,6 +64,7 @@ class Strategy:
         self.timer = timer
         self.state = state
         self.hostname = hostname
+        self.delivered = delivered
         self.ack = ack
         self.reject = reject
         self.hold = hold
@@ -72,6 +74,7 @@ class Strategy:
 
     def __call__(self, delivery: Delivery) -> None:
         tag = delivery.delivery_tag
+        self.delivered(tag)
         try:
             message = self.decode(
                 delivery.headers,

@@ -13,6 +13,7 @@ from celeriac.worker.consumer.connection import Connection
 from celeriac.worker.consumer.tasks import Tasks
 
 if TYPE_CHECKING:
+    from celeriac._speedups_py.consumer import AckBatcher
     from celeriac.transports.base import Transport
     from celeriac.worker.worker import WorkController
 
@@ -26,6 +27,10 @@ MAX_WAIT = 1.0
 RECOVERABLE = (TransportError, OSError)
 # reconnect backoff: 0.1 s doubling up to this many seconds
 MAX_BACKOFF = 5.0
+
+
+def _nothing() -> int:
+    return 0
 
 
 class ConsumerBlueprint(Blueprint):
@@ -86,6 +91,7 @@ class Consumer:
         self.queues = worker.queues
         self.qos = QoS(worker.prefetch_count)
         self.transport: Transport | None = None
+        self.acks: AckBatcher | None = None
         self._stop_requested = threading.Event()
         self.ready = threading.Event()
         self.reconnects = 0
@@ -150,8 +156,12 @@ class Consumer:
         drain = transport.drain_events
         run_due = self.timer.run_due
         stopping = self._stop_requested.is_set
+        acks = self.acks
+        flush = acks.flush if acks is not None else _nothing
         while not stopping():
             wait = run_due()
+            # acks go out before any wait, so a quiet queue never sits on unsent acks
+            flush()
             drain(MAX_WAIT if wait is None else min(wait, MAX_WAIT))
 
     def stop(self) -> None:

@@ -6,6 +6,7 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 from celeriac import serialization
+from celeriac._accel import consumer as consumer_impl
 from celeriac._accel import message as message_impl
 from celeriac.bootsteps import StartStopStep
 from celeriac.worker.consumer.connection import Connection
@@ -29,6 +30,7 @@ class Tasks(StartStopStep):
         super().__init__(parent, **kwargs)
         self.consumer_tags: list[str] = []
         self.strategy: Strategy | None = None
+        self.acks: consumer_impl.AckBatcher | None = None
 
     def start(self, parent: Consumer) -> None:
         transport = parent.transport
@@ -43,6 +45,9 @@ class Tasks(StartStopStep):
             app.timezone,
             app.conf.worker_max_message_size,
         )
+        # acks are coalesced into multiple-acks; the loop flushes them before it waits
+        acks = consumer_impl.AckBatcher(transport.ack, transport.reject)
+        self.acks = parent.acks = acks
         strategy = Strategy(
             app,
             decoder,
@@ -50,8 +55,9 @@ class Tasks(StartStopStep):
             parent.timer,
             parent.state,
             parent.hostname,
-            ack=transport.ack,
-            reject=transport.reject,
+            delivered=acks.delivered,
+            ack=acks.ack,
+            reject=acks.reject,
             hold=parent.qos.increment,
             release=parent.qos.decrement,
         )
@@ -67,13 +73,25 @@ class Tasks(StartStopStep):
             if dropped:
                 logger.info("gave back %d held ETA/rate-limited tasks to the broker", dropped)
             self.strategy = None
+        acks, self.acks = self.acks, None
+        parent.acks = None
         if transport is None or not transport.connected:
+            if acks is not None:
+                acks.reset()  # these tags mean nothing on the next connection
             return
         for tag in tags:
             try:
                 transport.cancel(tag)
             except Exception as exc:  # the connection may already be gone
                 logger.debug("cancel of consumer %s failed: %r", tag, exc)
+        if acks is not None:
+            try:
+                acks.flush()  # what ran is acked; what did not start goes back on close
+            except Exception as exc:
+                logger.warning(
+                    "could not send the last acks (%r); the broker will redeliver those tasks", exc
+                )
+                acks.reset()
 
     def shutdown(self, parent: Consumer) -> None:
         self.stop(parent)

@@ -280,3 +280,13 @@ def test_calls_before_connect_say_so() -> None:
         transport.drain_events(0)
     with pytest.raises(ConnectionError, match="gone"):
         transport.ack(1)
+
+
+def test_registry_passes_amqp_failover_lists_whole() -> None:
+    from celeriac.transports.amqp import AMQPTransport
+    from celeriac.transports.registry import transport_for_url
+
+    transport = transport_for_url("amqp://a:1//;amqp://b:2//")
+    assert isinstance(transport, AMQPTransport)
+    with pytest.raises(ConfigurationError, match="mixes schemes"):
+        transport_for_url("amqp://a//;memory://")

@@ -68,6 +68,9 @@ class AMQPTransport(Publishing):
             :attr:`options`), so settings meant for other transports do no harm.
     """
 
+    #: a ``;``-separated list of broker URLs is tried in turn (the registry passes it whole)
+    supports_failover = True
+
     def __init__(self, url: str = "amqp://", **options: Any) -> None:
         super().__init__()
         self.url = url

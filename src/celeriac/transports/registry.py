@@ -17,6 +17,7 @@ _TRANSPORTS: dict[str, str | type[Any]] = {
     "amqp": "celeriac.transports.amqp:AMQPTransport",
     "amqps": "celeriac.transports.amqp:AMQPTransport",
     "pyamqp": "celeriac.transports.amqp:AMQPTransport",
+    "librabbitmq": "celeriac.transports.librabbitmq:LibRabbitMQTransport",
 }
 _lock = threading.Lock()
 
@@ -80,24 +81,30 @@ def transport_for_url(url: str, **options: Any) -> Transport:
     """Create the (not yet connected) transport for one broker URL.
 
     Args:
-        url: one broker URL; split a ``;``-separated failover list with :func:`split_urls`.
+        url: a broker URL, or a ``;``-separated failover list for a transport whose class sets
+            ``supports_failover`` (AMQP tries the brokers in turn).
         **options: passed to the transport class.
 
     Raises:
         ConfigurationError: no scheme, an unknown scheme (the message lists the known ones),
-            a failover list, or a transport module that cannot be imported.
+            a failover list the transport cannot take, or a transport module that cannot be
+            imported.
     """
-    if ";" in url:
-        raise ConfigurationError(
-            f"cannot open {url!r} as one broker: it is a failover list, split it with split_urls()"
-        )
-    scheme = _scheme_of(url)
+    urls = split_urls(url) if ";" in url else [url]
+    schemes = {_scheme_of(one) for one in urls}
+    scheme = _scheme_of(urls[0])
     with _lock:
         target = _TRANSPORTS.get(scheme)
     if target is None:
         known = ", ".join(f"{s}://" for s in known_schemes())
         raise ConfigurationError(f"unknown broker url scheme {scheme!r} in {url!r}; known: {known}")
-    return cast(Transport, _load(scheme, target)(url, **options))
+    cls = _load(scheme, target)
+    if len(urls) > 1 and not (getattr(cls, "supports_failover", False) and len(schemes) == 1):
+        raise ConfigurationError(
+            f"cannot open {url!r}: the {scheme}:// transport takes one broker, not a failover "
+            "list (or the list mixes schemes)"
+        )
+    return cast(Transport, cls(url, **options))
 
 
 def split_urls(url: str) -> list[str]:

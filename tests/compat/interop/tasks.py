@@ -6,7 +6,7 @@ import os
 from typing import Any
 
 QUEUE = os.environ.get("INTEROP_QUEUE", "celeriac.interop")
-BROKER = os.environ.get("INTEROP_BROKER", "amqp://guest:guest@127.0.0.1:5672//")
+BROKER = os.environ.get("INTEROP_BROKER", "pyamqp://guest:guest@127.0.0.1:5672//")
 BACKEND = os.environ.get("INTEROP_BACKEND", "redis://127.0.0.1:6379/15")
 REDIS = os.environ.get("INTEROP_REDIS", "redis://127.0.0.1:6379/15")
 

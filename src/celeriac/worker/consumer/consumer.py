@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from celeriac import signals
 from celeriac.bootsteps import Blueprint, Step
-from celeriac.errors import TransportError
+from celeriac.errors import ChannelError, TransportError
 from celeriac.worker.consumer.connection import Connection
 from celeriac.worker.consumer.tasks import Tasks
 
@@ -158,11 +158,20 @@ class Consumer:
         stopping = self._stop_requested.is_set
         acks = self.acks
         flush = acks.flush if acks is not None else _nothing
+        # the broker cancels a consumer when its queue is deleted (consumer_cancel_notify)
+        cancelled: set[str] = getattr(transport, "cancelled_by_broker", set())
         while not stopping():
             wait = run_due()
             # acks go out before any wait, so a quiet queue never sits on unsent acks
             flush()
             drain(MAX_WAIT if wait is None else min(wait, MAX_WAIT))
+            if cancelled:
+                tags = sorted(cancelled)
+                cancelled.clear()
+                raise ChannelError(
+                    f"the broker cancelled consumer(s) {', '.join(tags)} (queue deleted?); "
+                    "declaring and consuming again"
+                )
 
     def stop(self) -> None:
         """Ask the loop to end (safe from any thread or a signal handler)."""

@@ -1,0 +1,24 @@
+"""A worker app for the fault tests: each task records its id in a Redis set."""
+
+from __future__ import annotations
+
+import os
+
+import redis
+
+from celeriac import Celery
+
+QUEUE = os.environ.get("FAULTS_QUEUE", "celeriac.test.faults")
+KEY = os.environ.get("FAULTS_KEY", "celeriac.test.faults")
+REDIS_URL = "redis://127.0.0.1:6379/15"
+
+app = Celery(
+    "faults", broker=os.environ.get("FAULTS_BROKER", "amqp://guest:guest@127.0.0.1:5672//")
+)
+app.conf.task_default_queue = QUEUE
+_redis = redis.Redis.from_url(REDIS_URL)
+
+
+@app.task(name="faults.record", ignore_result=True)
+def record(i: int) -> None:
+    _redis.sadd(KEY, i)

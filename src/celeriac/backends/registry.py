@@ -17,6 +17,9 @@ _BACKENDS: dict[str, str] = {
     "memory": "celeriac.backends.memory:MemoryBackend",
     "cache+memory": "celeriac.backends.memory:MemoryBackend",
     "disabled": "celeriac.backends.base:DisabledBackend",
+    "redis": "celeriac.backends.redis:RedisBackend",
+    "rediss": "celeriac.backends.redis:RedisBackend",
+    "redis+socket": "celeriac.backends.redis:RedisBackend",
     "rpc": "celeriac.backends.rpc:RPCBackend",
 }
 

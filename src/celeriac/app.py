@@ -240,20 +240,31 @@ class Celery:
         return AsyncResult(task_id, app=self, task_name=task_name)
 
     # -- publishing
-    def connection(self, url: str | None = None) -> Transport:
-        """A new, unconnected transport to the broker."""
+    def connection(self, url: str | None = None, heartbeat: float | None = None) -> Transport:
+        """A new, unconnected transport to the broker.
+
+        ``broker_transport_options`` win over the connection settings (``broker_heartbeat``,
+        ``broker_connection_timeout``, ``broker_use_ssl``). Publishing connections pass
+        ``heartbeat=0`` as Celery's producers do; the worker's passes ``broker_heartbeat``.
+        """
         from celeriac.transports.registry import transport_for_url
 
-        return transport_for_url(
-            url or self.broker_url, **dict(self.conf.broker_transport_options or {})
-        )
+        conf = self.conf
+        options: dict[str, Any] = {
+            "heartbeat": conf.broker_heartbeat if heartbeat is None else heartbeat,
+            "connect_timeout": conf.broker_connection_timeout,
+        }
+        if conf.broker_use_ssl:
+            options["ssl"] = conf.broker_use_ssl
+        options.update(conf.broker_transport_options or {})
+        return transport_for_url(url or self.broker_url, **options)
 
     def producer_transport(self) -> Transport:
         """This thread's publishing connection, opened once and reused for every send."""
         local = self._producer
         transport = local.transport
         if transport is None or not transport.connected:
-            transport = self.connection()
+            transport = self.connection(heartbeat=0)
             transport.connect()
             local.transport = transport
             local.declared = set()

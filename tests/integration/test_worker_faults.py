@@ -181,3 +181,30 @@ def test_queue_deleted_under_the_worker_is_declared_and_consumed_again(
             client.close()
     finally:
         app.close()
+
+
+def test_long_task_in_solo_pool_keeps_the_connection_alive(names: tuple[str, str]) -> None:
+    """A task three times the heartbeat interval long: heartbeats keep flowing meanwhile."""
+    from celeriac.testing import start_worker
+
+    queue, _ = names
+    app = Celery("heartbeat", broker=AMQP, backend="memory://heartbeat", set_as_current=False)
+    app.conf.task_default_queue = queue
+    app.conf.broker_heartbeat = 2
+
+    @app.task
+    def nap(seconds: float) -> str:
+        time.sleep(seconds)
+        return "rested"
+
+    try:
+        with start_worker(app, queues=[queue]) as worker:
+            transport = worker.consumer.transport
+            assert transport is not None
+            assert getattr(transport, "heartbeat", None) == 2
+            assert nap.delay(7).get(timeout=30) == "rested"
+            assert nap.delay(0).get(timeout=10) == "rested"
+            assert worker.consumer.reconnects == 0
+            assert worker.consumer.transport is transport
+    finally:
+        app.close()

@@ -76,3 +76,13 @@ def test_forget_and_states(app: Celery) -> None:
     assert r.ready() and r.successful() and r.result == {"a": 1}
     r.forget()
     assert app.AsyncResult("s").state == states.PENDING
+
+
+def test_revoked_meta_has_null_children_like_celery(app: Celery) -> None:
+    meta = app.backend.mark_as_revoked("r1", "expired")
+    assert meta["children"] is None
+    assert meta["result"] == {
+        "exc_type": "TaskRevokedError",
+        "exc_message": ["expired"],
+        "exc_module": "celery.exceptions",
+    }

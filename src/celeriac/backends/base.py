@@ -82,7 +82,10 @@ class Backend:
             "status": state,
             "result": result,
             "traceback": traceback,
-            "children": children if children is not None else [],
+            # Celery writes null for a revoked task's children and a list otherwise
+            "children": (
+                None if state == states.REVOKED else children if children is not None else []
+            ),
             "date_done": (
                 datetime.now(timezone.utc).isoformat() if state in states.READY_STATES else None
             ),

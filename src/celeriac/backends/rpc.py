@@ -75,7 +75,7 @@ class RPCBackend(Backend):
         transport = self._transport
         if transport is not None and transport.connected:
             return transport
-        transport = self.app.connection()
+        transport = self.app.connection(heartbeat=0)  # a client connection, as Celery's
         transport.connect()
         arguments: dict[str, Any] = {}
         if self.expires:

@@ -39,6 +39,38 @@ logger = logging.getLogger("celeriac.cli")
 @click.option("-n", "--hostname", default=None, help="Node name (%h, %n, %d expand).")
 @click.option("-l", "--loglevel", default="WARNING", show_default=True, help="Log level.")
 @click.option("-f", "--logfile", default=None, help="Log to this file instead of stderr.")
+@click.option(
+    "--max-tasks-per-child",
+    type=int,
+    default=None,
+    help="Replace a child process after this many tasks.",
+)
+@click.option(
+    "--max-memory-per-child",
+    type=int,
+    default=None,
+    help="Replace a child process whose resident memory passes this many KiB.",
+)
+@click.option("--time-limit", type=float, default=None, help="Hard time limit (seconds).")
+@click.option(
+    "--soft-time-limit",
+    type=float,
+    default=None,
+    help="Soft time limit (seconds): SoftTimeLimitExceeded is raised in the task.",
+)
+@click.option(
+    "-O",
+    "optimization",
+    type=click.Choice(["default", "fair"]),
+    default="default",
+    help="fair: give work only to idle child processes.",
+)
+@click.option(
+    "--autoscale",
+    default=None,
+    metavar="MAX,MIN",
+    help="Grow and shrink the pool between MIN and MAX processes.",
+)
 @click.option("--print-steps", is_flag=True, help="Print the resolved bootsteps and exit.")
 @click.pass_context
 def worker(
@@ -53,6 +85,12 @@ def worker(
     hostname: str | None,
     loglevel: str,
     logfile: str | None,
+    max_tasks_per_child: int | None,
+    max_memory_per_child: int | None,
+    time_limit: float | None,
+    soft_time_limit: float | None,
+    optimization: str,
+    autoscale: str | None,
     print_steps: bool,
 ) -> None:
     """Start a worker: ``celeriac worker -A proj`` or ``celeriac -A proj worker``."""
@@ -85,6 +123,12 @@ def worker(
             concurrency=concurrency,
             queues=[q.strip() for q in queues.split(",") if q.strip()] if queues else None,
             prefetch_multiplier=prefetch_multiplier,
+            max_tasks_per_child=max_tasks_per_child,
+            max_memory_per_child=max_memory_per_child,
+            time_limit=time_limit,
+            soft_time_limit=soft_time_limit,
+            fair=optimization == "fair",
+            autoscale=_autoscale(autoscale),
         )
     except CeleriacError as exc:
         raise click.ClickException(str(exc)) from None
@@ -94,11 +138,16 @@ def worker(
         return
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
-        logger.warning("worker: warm shutdown (%s)", signal.Signals(signum).name)
-        controller.stop()
+        name = signal.Signals(signum).name
+        if signum == signal.SIGQUIT or controller.consumer.should_stop:
+            logger.warning("worker: cold shutdown (%s)", name)
+            controller.terminate()
+        else:
+            logger.warning("worker: warm shutdown (%s); again for a cold shutdown", name)
+            controller.stop()
 
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
+    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT):
+        signal.signal(signum, on_signal)
     logger.warning(
         "%s ready: %s, pool %s, queues %s",
         controller.hostname,
@@ -110,3 +159,17 @@ def worker(
         controller.start()
     except CeleriacError as exc:
         raise click.ClickException(str(exc)) from None
+
+
+def _autoscale(value: str | None) -> tuple[int, int] | None:
+    if not value:
+        return None
+    try:
+        parts = [int(x) for x in value.split(",")]
+    except ValueError:
+        raise click.BadParameter(f"want MAX,MIN, got {value!r}", param_hint="--autoscale") from None
+    high = parts[0]
+    low = parts[1] if len(parts) > 1 else 0
+    if high < 1 or low < 0 or low > high:
+        raise click.BadParameter(f"want MAX >= MIN >= 0, got {value!r}", param_hint="--autoscale")
+    return high, low

@@ -46,7 +46,13 @@ class Pool(StartStopStep):
             )
         module_name, _, cls_name = path.partition(":")
         cls = getattr(importlib.import_module(module_name), cls_name)
-        parent.pool = cls(parent.state, concurrency=parent.concurrency, app=parent.app)
+        parent.pool = cls(
+            parent.state,
+            concurrency=parent.concurrency,
+            app=parent.app,
+            wakeup=parent.wake_consumer,
+            **parent.pool_options,
+        )
         self.obj = parent.pool
         return self.obj
 
@@ -65,7 +71,8 @@ class Consumer(StartStopStep):
 
     def stop(self, parent: WorkController) -> None:
         parent.consumer.stop()
-        parent.consumer.shutdown()
+        parent.consumer.shutdown(cold=parent.cold_shutdown)
 
     def terminate(self, parent: WorkController) -> None:
-        self.stop(parent)
+        parent.consumer.stop()
+        parent.consumer.shutdown(cold=True)

@@ -51,7 +51,7 @@ class WorkController:
     Args:
         app: the application whose tasks it runs.
         hostname: the node name (``name@host``).
-        pool: pool name (``solo``).
+        pool: pool name (``solo``, ``threads``, ``prefork``).
         concurrency: number of parallel tasks (default: CPU count; 1 for solo).
         queues: queues to consume (default: ``task_default_queue``).
         prefetch_multiplier: ``worker_prefetch_multiplier`` override.
@@ -69,6 +69,12 @@ class WorkController:
         concurrency: int | None = None,
         queues: Sequence[str] | None = None,
         prefetch_multiplier: int | None = None,
+        max_tasks_per_child: int | None = None,
+        max_memory_per_child: int | None = None,
+        time_limit: float | None = None,
+        soft_time_limit: float | None = None,
+        fair: bool = False,
+        autoscale: tuple[int, int] | None = None,
         **_: Any,
     ) -> None:
         self.app = app
@@ -82,8 +88,22 @@ class WorkController:
         multiplier = (
             conf.worker_prefetch_multiplier if prefetch_multiplier is None else prefetch_multiplier
         )
+        if autoscale:
+            # prefetch follows the most processes the pool may have, as in Celery
+            self.concurrency = max(autoscale)
         self.prefetch_count = int(multiplier) * self.concurrency
+        self.pool_options: dict[str, Any] = {
+            "max_tasks_per_child": max_tasks_per_child or conf.worker_max_tasks_per_child,
+            "max_memory_per_child": max_memory_per_child or conf.worker_max_memory_per_child,
+            "time_limit": time_limit if time_limit is not None else conf.task_time_limit,
+            "soft_time_limit": (
+                soft_time_limit if soft_time_limit is not None else conf.task_soft_time_limit
+            ),
+            "fair": fair,
+            "autoscale": autoscale,
+        }
         self.state = WorkerState()
+        self.cold_shutdown = False
         self.steps: list[Step] = []
         self._stopped = threading.Event()
         app.loader_import_modules()
@@ -99,11 +119,23 @@ class WorkController:
         finally:
             self._shutdown()
 
+    def wake_consumer(self) -> None:
+        """Make the consumer loop look at its pool now (threads finishing tasks call this)."""
+        consumer = getattr(self, "consumer", None)
+        if consumer is not None:
+            consumer.wake()
+
     def stop(self) -> None:
         """Ask the worker to stop after the task it is running (warm shutdown)."""
         consumer = getattr(self, "consumer", None)
         if consumer is not None:
             consumer.stop()
+
+    def terminate(self) -> None:
+        """Cold shutdown: kill running tasks (SIGQUIT, or a second SIGTERM); tasks with late
+        acks go back to the broker."""
+        self.cold_shutdown = True
+        self.stop()
 
     def _shutdown(self) -> None:
         if self._stopped.is_set():

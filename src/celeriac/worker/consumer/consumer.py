@@ -8,8 +8,9 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from celeriac import signals
 from celeriac.bootsteps import Blueprint, Step
-from celeriac.errors import ChannelError, TransportError
+from celeriac.errors import TransportError
 from celeriac.worker.consumer.connection import Connection
+from celeriac.worker.consumer.loop import Waker, run_loop
 from celeriac.worker.consumer.tasks import Tasks
 
 if TYPE_CHECKING:
@@ -21,16 +22,10 @@ __all__ = ["Consumer", "ConsumerBlueprint", "QoS"]
 
 logger = logging.getLogger("celeriac.worker.consumer")
 
-# the longest the loop sleeps in the broker before looking at the timer and stop flag again
-MAX_WAIT = 1.0
 # what a lost or refused broker connection raises; the consumer reconnects on these
 RECOVERABLE = (TransportError, OSError)
 # reconnect backoff: 0.1 s doubling up to this many seconds
 MAX_BACKOFF = 5.0
-
-
-def _nothing() -> int:
-    return 0
 
 
 class ConsumerBlueprint(Blueprint):
@@ -95,6 +90,8 @@ class Consumer:
         self._stop_requested = threading.Event()
         self.ready = threading.Event()
         self.reconnects = 0
+        self.waker = Waker()
+        self.should_stop_now = self._stop_requested.is_set
         self.steps: list[Step] = []
         self.blueprint = ConsumerBlueprint(steps=worker.app.steps["consumer"])
         self.blueprint.apply(self)
@@ -151,37 +148,50 @@ class Consumer:
             raise exc
 
     def loop(self) -> None:
-        transport = self.transport
-        assert transport is not None
-        drain = transport.drain_events
-        run_due = self.timer.run_due
-        stopping = self._stop_requested.is_set
-        acks = self.acks
-        flush = acks.flush if acks is not None else _nothing
-        # the broker cancels a consumer when its queue is deleted (consumer_cancel_notify)
-        cancelled: set[str] = getattr(transport, "cancelled_by_broker", set())
-        while not stopping():
-            wait = run_due()
-            # acks go out before any wait, so a quiet queue never sits on unsent acks
-            flush()
-            drain(MAX_WAIT if wait is None else min(wait, MAX_WAIT))
-            if cancelled:
-                tags = sorted(cancelled)
-                cancelled.clear()
-                raise ChannelError(
-                    f"the broker cancelled consumer(s) {', '.join(tags)} (queue deleted?); "
-                    "declaring and consuming again"
-                )
+        run_loop(self)
+
+    def wake(self) -> None:
+        """Make the loop look at its pool and timer now (safe from any thread)."""
+        self.waker.wake()
 
     def stop(self) -> None:
         """Ask the loop to end (safe from any thread or a signal handler)."""
         self._stop_requested.set()
+        self.waker.wake()
         transport = self.transport
         if transport is not None:
             transport.wakeup()
 
-    def shutdown(self) -> None:
+    def shutdown(self, cold: bool = False) -> None:
+        """Stop consuming, let the pool finish (warm) or kill it (cold), then settle and close.
+
+        The order matters: consumers are cancelled first so nothing new arrives; running tasks
+        finish and their acks reach the ack batcher; the Tasks step flushes those acks; the
+        connection closes last, and the broker takes back every delivery not yet started.
+        """
+        for step in self.steps:
+            cancel = getattr(step, "cancel_consumers", None)
+            if cancel is not None:
+                cancel(self)
+        pool = self.pool
+        if cold:
+            pool.terminate()
+        else:
+            timeout = float(self.app.conf.worker_soft_shutdown_timeout or 0)
+            guard = threading.Timer(timeout, pool.terminate) if timeout > 0 else None
+            if guard is not None:
+                guard.daemon = True
+                guard.start()
+            try:
+                pool.stop()
+            finally:
+                if guard is not None:
+                    guard.cancel()
+        settle = getattr(pool, "tick", None)
+        if settle is not None:
+            settle()  # decisions the pool recorded while stopping (threads) reach the acks
         self.blueprint.stop(self)
+        self.waker.close()
 
     def info(self) -> dict[str, Any]:
         return {"prefetch_count": self.qos.value}

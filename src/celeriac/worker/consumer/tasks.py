@@ -65,9 +65,21 @@ class Tasks(StartStopStep):
         self.consumer_tags = [transport.consume(queue, strategy) for queue in parent.queues]
         logger.info("consuming from %s", ", ".join(parent.queues))
 
-    def stop(self, parent: Consumer) -> None:
+    def cancel_consumers(self, parent: Consumer) -> None:
+        """Stop deliveries (warm shutdown); unacked ones stay the worker's until it closes."""
         transport = parent.transport
         tags, self.consumer_tags = self.consumer_tags, []
+        if transport is None or not transport.connected:
+            return
+        for tag in tags:
+            try:
+                transport.cancel(tag)
+            except Exception as exc:  # the connection may already be gone
+                logger.debug("cancel of consumer %s failed: %r", tag, exc)
+
+    def stop(self, parent: Consumer) -> None:
+        self.cancel_consumers(parent)
+        transport = parent.transport
         if self.strategy is not None:
             dropped = self.strategy.discard_held()
             if dropped:
@@ -79,11 +91,6 @@ class Tasks(StartStopStep):
             if acks is not None:
                 acks.reset()  # these tags mean nothing on the next connection
             return
-        for tag in tags:
-            try:
-                transport.cancel(tag)
-            except Exception as exc:  # the connection may already be gone
-                logger.debug("cancel of consumer %s failed: %r", tag, exc)
         if acks is not None:
             try:
                 acks.flush()  # what ran is acked; what did not start goes back on close

@@ -227,6 +227,9 @@ class Celery:
     # -- results
     @property
     def backend(self) -> Backend:
+        backend = self._backend
+        if backend is not None:
+            return backend  # every task reads this: no lock once it exists
         with self._backend_lock:
             if self._backend is None:
                 from celeriac.backends.registry import backend_for_url

@@ -22,3 +22,18 @@ _redis = redis.Redis.from_url(REDIS_URL)
 @app.task(name="faults.record", ignore_result=True)
 def record(i: int) -> None:
     _redis.sadd(KEY, i)
+
+
+@app.task(name="faults.count", ignore_result=True)
+def count(i: int, pause: float = 0.0) -> None:
+    """Counts every run of task ``i``: a value above 1 is a task that ran twice."""
+    if pause:
+        import time
+
+        time.sleep(pause)
+    _redis.hincrby(KEY, str(i), 1)
+
+
+@app.task(name="faults.count_late", ignore_result=True, acks_late=True)
+def count_late(i: int, pause: float = 0.0) -> None:
+    count(i, pause)

@@ -156,7 +156,10 @@ class ChannelCore:
                     if events is None:
                         self._woken = False
                         return False
-                    self._process(conn, events)
+                    # Deliveries read for anyone but drain_events: wake the consumer loop,
+                    # whose select cannot see bytes already taken off the socket.
+                    if self._process(conn, events) and not wakeup:
+                        conn.wake()
                 finally:
                     self._read_lock.release()
                     with self._cond:
@@ -179,16 +182,19 @@ class ChannelCore:
         if conn.readable() and self._read_lock.acquire(blocking=False):
             try:
                 events = conn.read(monotonic())
-                if events:
-                    self._process(conn, events)
+                if events and self._process(conn, events):
+                    conn.wake()
             finally:
                 self._read_lock.release()
                 with self._cond:
                     self._cond.notify_all()
 
-    def _process(self, conn: Connection, events: list[Any]) -> None:
-        """Handle a batch of frames in wire order (the caller holds the read lock)."""
+    def _process(self, conn: Connection, events: list[Any]) -> bool:
+        """Handle a batch of frames in wire order (the caller holds the read lock); return
+        whether it queued a delivery or closed the channel (work for ``drain_events``)."""
         pending = self._pending
+        queued = len(pending)
+        open_before = self._channel_open
         callbacks = self._callbacks
         offset = self._tag_offset
         heartbeat = codec.HEARTBEAT
@@ -208,6 +214,7 @@ class ChannelCore:
                     )
             elif event is not heartbeat:
                 self._on_method(conn, event)
+        return len(pending) > queued or (open_before and not self._channel_open)
 
     def _dispatch(self) -> int:
         """Run the queued deliveries' callbacks; return how many ran."""

@@ -287,6 +287,18 @@ class Connection:
         except (OSError, ValueError):
             return True
 
+    def buffered(self) -> bool:
+        """Whether :meth:`read` has frames or TLS bytes that the socket does not show."""
+        sock = self.sock
+        return bool(self._backlog) or (
+            isinstance(sock, ssl.SSLSocket) and self.error is None and sock.pending() > 0
+        )
+
+    def filenos(self) -> tuple[int, ...]:
+        """The socket's and the wakeup socket's descriptors (``()`` once disposed)."""
+        ready = self._ready_or_woken
+        return () if ready is None or self.sock is None else ready.fds
+
     def _lost(self, exc: OSError | None) -> ConnectionError:
         why = f": {exc}" if exc is not None else ""
         self.kill(ConnectionError(f"connection to {self.address} lost{why}"))

@@ -9,7 +9,7 @@ from time import monotonic
 from typing import Any
 
 from celeriac.errors import ChannelError
-from celeriac.transports._memory_channel import Channel, Consumer
+from celeriac.transports._memory_channel import Channel, Consumer, Notifier
 from celeriac.transports._memory_queue import copy_map
 from celeriac.transports._memory_vhost import VHost
 from celeriac.transports.base import Delivery, DeliveryCallback
@@ -128,27 +128,53 @@ class BasicMethods(VHost):
                 ch.cond.wait(wait)
                 self._check(ch, "drain events")
             ch.woken = False
+            if ch.notifier is not None:
+                ch.notifier.clear()
             budget = len(ch.ready)
         # At most what was ready on entry, so a busy producer cannot keep us here forever.
         count = 0
-        while count < budget:
-            with self.lock:
-                if not ch.ready or not ch.open:
-                    break
-                c, msg = ch.ready.popleft()
-                tag = ch.next_tag
-                ch.next_tag = tag + 1
-                if not c.no_ack:
-                    ch.unacked[tag] = (c.queue, msg)
-                info = msg.delivery_info(c.tag)
-            c.callback(msg.delivery(info, tag))
-            count += 1
+        try:
+            while count < budget:
+                with self.lock:
+                    if not ch.ready or not ch.open:
+                        break
+                    c, msg = ch.ready.popleft()
+                    tag = ch.next_tag
+                    ch.next_tag = tag + 1
+                    if not c.no_ack:
+                        ch.unacked[tag] = (c.queue, msg)
+                    info = msg.delivery_info(c.tag)
+                c.callback(msg.delivery(info, tag))
+                count += 1
+        finally:
+            if ch.notifier is not None:
+                with self.lock:
+                    # Left over after a callback raised: the loop must come back for them.
+                    if ch.ready:
+                        ch.notifier.set()
         return count
 
     def wakeup(self, ch: Channel) -> None:
         with self.lock:
             ch.woken = True
-            ch.cond.notify_all()
+            ch.notify()
+
+    def attach_notifier(self, ch: Channel, notifier: Notifier) -> None:
+        """Make ``notifier`` readable whenever ``ch`` has work for ``drain_events``."""
+        with self.lock:
+            if ch.notifier is not None and ch.notifier is not notifier:
+                ch.notifier.close()
+            ch.notifier = notifier
+            notifier.clear()
+            if ch.ready or ch.woken or not ch.open:
+                notifier.set()
+
+    def detach_notifier(self, ch: Channel) -> None:
+        """Close ``ch``'s notifier, if it has one (under the lock, so nobody writes to it)."""
+        with self.lock:
+            notifier, ch.notifier = ch.notifier, None
+            if notifier is not None:
+                notifier.close()
 
     def basic_get(self, ch: Channel, queue: str, no_ack: bool) -> Delivery | None:
         with self.lock:

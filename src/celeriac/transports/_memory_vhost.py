@@ -84,7 +84,8 @@ class VHost:
             self._remove_consumer(c)
         for q in touched:
             self._dispatch(q)
-        ch.cond.notify_all()
+        # A loop waiting on the notifier calls drain_events and learns why.
+        ch.notify()
 
     def _remove_consumer(self, c: Consumer) -> None:
         q = c.queue
@@ -271,6 +272,10 @@ class VHost:
             # drain_events only ever waits with an empty ready deque, under this lock.
             if len(ch.ready) == 1:
                 ch.cond.notify()
+            # Every time, not only on the first: a drain may have emptied the pipe while
+            # dispatching the deliveries that were ready before this one.
+            if ch.notifier is not None:
+                ch.notifier.set()
 
     def _release(self, ch: Channel, count: int) -> None:
         was_full = ch.prefetch and ch.held >= ch.prefetch

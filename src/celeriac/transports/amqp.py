@@ -350,11 +350,31 @@ class AMQPTransport(Publishing):
         conn = self._conn
         if conn is None or conn.error is not None or not self._channel_open:
             conn = self._usable("drain events")
-        if self._pending:
-            return self._dispatch()
-        deadline = None if timeout is None else monotonic() + timeout
-        self._wait(conn, self._has_pending, deadline, wakeup=True)
-        return self._dispatch() if self._pending else 0
+        try:
+            if self._pending:
+                # Returning now answers a wakeup, and forgets the ones other threads sent
+                # with what they queued: the deque is emptied below, after this.
+                self._woken = False
+                conn.drain_wakeups()
+                return self._dispatch()
+            deadline = None if timeout is None else monotonic() + timeout
+            self._wait(conn, self._has_pending, deadline, wakeup=True)
+            return self._dispatch() if self._pending else 0
+        finally:
+            # What select cannot see: deliveries left by a callback that raised, and bytes
+            # TLS already decrypted.
+            if self._pending or conn.buffered():
+                conn.wake()
+
+    def filenos(self) -> tuple[int, ...]:
+        """The socket and the wakeup socket (``()`` when not connected).
+
+        Readable whenever ``drain_events(0)`` has work: bytes from the broker, deliveries
+        another thread read (a publish or declare handles what already arrived, and then
+        wakes this), or :meth:`wakeup`. A new connection has new descriptors.
+        """
+        conn = self._conn
+        return () if conn is None else conn.filenos()
 
     def wakeup(self) -> None:
         """Make a blocked :meth:`drain_events` return 0 now (or the next one, if none is)."""

@@ -138,6 +138,16 @@ class Transport(Protocol):
         """Dispatch ready deliveries to their callbacks, waiting up to ``timeout`` seconds
         (``None`` = forever) for the first; return how many were dispatched (0 on timeout)."""
 
+    def filenos(self) -> tuple[int, ...]:
+        """Descriptors that are readable whenever ``drain_events(0)`` has work.
+
+        Work is new bytes from the broker, deliveries another thread already read and
+        buffered, or a :meth:`wakeup` call. The consumer loop waits on these (with its pool's)
+        and then calls ``drain_events(0)``, which never blocks and leaves them unreadable
+        once it has dispatched everything. Empty when not connected; ask again after
+        :meth:`connect`, since a new connection has new descriptors.
+        """
+
     def wakeup(self) -> None:
         """Make a blocked :meth:`drain_events` in another thread return now."""
 

@@ -8,6 +8,7 @@ own ``amqp://`` transport is the one to use otherwise.
 from __future__ import annotations
 
 import contextlib
+import os
 import threading
 import time
 from collections.abc import Mapping
@@ -20,6 +21,8 @@ __all__ = ["LibRabbitMQTransport"]
 
 # how long one blocking receive may hold the connection lock (publish and wakeup wait for it)
 _SLICE = 0.05
+# deliveries one drain_events(0) takes at most; what is left makes the wakeup pipe readable
+_BATCH = 1000
 _PROPERTY_NAMES = (
     "content_type",
     "content_encoding",
@@ -64,6 +67,7 @@ class LibRabbitMQTransport:
         self._woken = threading.Event()
         self._consumers: dict[str, DeliveryCallback] = {}
         self._dispatched = 0
+        self._wake_r = self._wake_w = -1
 
     @property
     def connected(self) -> bool:
@@ -86,11 +90,19 @@ class LibRabbitMQTransport:
         except Exception as exc:
             self._conn = None
             raise ConnectionError(f"cannot connect to {a.host}:{a.port}: {exc}") from exc
+        if self._wake_r < 0:
+            self._wake_r, self._wake_w = os.pipe()
+            os.set_blocking(self._wake_r, False)
+            os.set_blocking(self._wake_w, False)
 
     def close(self) -> None:
         with self._lock:
             conn, self._conn, self._channel = self._conn, None, None
             self._consumers.clear()
+            pipe, self._wake_r, self._wake_w = (self._wake_r, self._wake_w), -1, -1
+        for fd in pipe:
+            if fd >= 0:
+                os.close(fd)
         if conn is not None:
             with contextlib.suppress(Exception):  # closing a dead connection is fine
                 conn.close()
@@ -99,6 +111,17 @@ class LibRabbitMQTransport:
         if self._channel is None:
             raise ConnectionError(f"{self.url}: not connected")
         return self._channel
+
+    def _rpc(self, operation: str, fun: Any, *args: Any) -> Any:
+        """:meth:`_call` for a synchronous method, which may read deliveries on the way.
+
+        rabbitmq-c keeps those frames in its own buffer, where the socket does not show them:
+        make the wakeup pipe readable so that the consumer loop drains them.
+        """
+        try:
+            return self._call(operation, fun, *args)
+        finally:
+            self._notify()
 
     def _call(self, operation: str, fun: Any, *args: Any, **kwargs: Any) -> Any:
         lib = _module()
@@ -122,7 +145,7 @@ class LibRabbitMQTransport:
         auto_delete: bool = False,
         arguments: Mapping[str, Any] | None = None,
     ) -> None:
-        self._call(
+        self._rpc(
             "exchange.declare",
             self._ch().exchange_declare,
             name,
@@ -142,7 +165,7 @@ class LibRabbitMQTransport:
         arguments: Mapping[str, Any] | None = None,
         passive: bool = False,
     ) -> QueueInfo:
-        ok = self._call(
+        ok = self._rpc(
             "queue.declare",
             self._ch().queue_declare,
             name,
@@ -161,20 +184,20 @@ class LibRabbitMQTransport:
         routing_key: str,
         arguments: Mapping[str, Any] | None = None,
     ) -> None:
-        self._call(
+        self._rpc(
             "queue.bind", self._ch().queue_bind, queue, exchange, routing_key, dict(arguments or {})
         )
 
     def purge_queue(self, name: str) -> int:
-        return int(self._call("queue.purge", self._ch().queue_purge, name) or 0)
+        return int(self._rpc("queue.purge", self._ch().queue_purge, name) or 0)
 
     def delete_queue(self, name: str, if_unused: bool = False, if_empty: bool = False) -> int:
         return int(
-            self._call("queue.delete", self._ch().queue_delete, name, if_unused, if_empty) or 0
+            self._rpc("queue.delete", self._ch().queue_delete, name, if_unused, if_empty) or 0
         )
 
     def delete_exchange(self, name: str) -> None:
-        self._call("exchange.delete", self._ch().exchange_delete, name)
+        self._rpc("exchange.delete", self._ch().exchange_delete, name)
 
     def publish(
         self,
@@ -198,7 +221,7 @@ class LibRabbitMQTransport:
         )
 
     def qos(self, prefetch_count: int, global_: bool = False) -> None:
-        self._call("basic.qos", self._ch().basic_qos, 0, prefetch_count, global_)
+        self._rpc("basic.qos", self._ch().basic_qos, 0, prefetch_count, global_)
 
     def consume(
         self,
@@ -211,7 +234,7 @@ class LibRabbitMQTransport:
             self._dispatched += 1
             callback(_delivery(message))
 
-        tag = self._call(
+        tag = self._rpc(
             "basic.consume",
             self._ch().basic_consume,
             queue,
@@ -226,12 +249,24 @@ class LibRabbitMQTransport:
 
     def cancel(self, consumer_tag: str) -> None:
         self._consumers.pop(consumer_tag, None)
-        self._call("basic.cancel", self._ch().basic_cancel, consumer_tag)
+        self._rpc("basic.cancel", self._ch().basic_cancel, consumer_tag)
 
     def drain_events(self, timeout: float | None = None) -> int:
-        deadline = None if timeout is None else time.monotonic() + timeout
+        """Dispatch deliveries, waiting up to ``timeout`` seconds for the first; ``0`` takes
+        what is there without blocking."""
+        self._drain_wakeups()
         self._dispatched = 0
         self._woken.clear()
+        if timeout is not None and timeout <= 0:
+            conn = self._conn_or_raise()
+            for _ in range(_BATCH):
+                try:
+                    self._call("drain", conn.drain_events, 0)
+                except TimeoutError:  # nothing more, in the socket or rabbitmq-c's buffer
+                    return self._dispatched
+            self._notify()
+            return self._dispatched
+        deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             remaining = _SLICE if deadline is None else min(_SLICE, deadline - time.monotonic())
             if remaining <= 0 or self._woken.is_set():
@@ -247,8 +282,31 @@ class LibRabbitMQTransport:
             raise ConnectionError(f"{self.url}: not connected")
         return self._conn
 
+    def filenos(self) -> tuple[int, ...]:
+        """The connection's socket and the wakeup pipe (``()`` when not connected).
+
+        Readable whenever ``drain_events(0)`` has work: bytes from the broker, frames a
+        synchronous method left in rabbitmq-c's buffer, or :meth:`wakeup`.
+        """
+        conn = self._conn
+        if conn is None or self._wake_r < 0:
+            return ()
+        return (int(conn.fileno()), self._wake_r)
+
     def wakeup(self) -> None:
         self._woken.set()
+        self._notify()
+
+    def _notify(self) -> None:
+        # BlockingIOError: the pipe is full, readable anyway; OSError: closed meanwhile
+        with contextlib.suppress(OSError):
+            if self._wake_w >= 0:
+                os.write(self._wake_w, b"\0")
+
+    def _drain_wakeups(self) -> None:
+        with contextlib.suppress(OSError):
+            while self._wake_r >= 0 and os.read(self._wake_r, 4096):
+                pass
 
     def ack(self, delivery_tag: int, multiple: bool = False) -> None:
         self._call("basic.ack", self._ch().basic_ack, delivery_tag, multiple)
@@ -257,7 +315,7 @@ class LibRabbitMQTransport:
         self._call("basic.reject", self._ch().basic_reject, delivery_tag, requeue)
 
     def get(self, queue: str, no_ack: bool = False) -> Delivery | None:
-        message = self._call("basic.get", self._ch().basic_get, queue, no_ack)
+        message = self._rpc("basic.get", self._ch().basic_get, queue, no_ack)
         return None if message is None else _delivery(message)
 
 

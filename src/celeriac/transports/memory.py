@@ -24,7 +24,7 @@ from urllib.parse import unquote, urlsplit
 
 from celeriac.errors import ConfigurationError, ConnectionError
 from celeriac.transports._memory_broker import MemoryBroker
-from celeriac.transports._memory_channel import Channel
+from celeriac.transports._memory_channel import Channel, Notifier
 from celeriac.transports._memory_vhost import DEFAULT_VHOST
 from celeriac.transports.base import Delivery, DeliveryCallback, QueueInfo
 
@@ -90,7 +90,10 @@ class MemoryTransport:
         if self._broker is None or self._ch is None or self._ch.closed_by is ConnectionError:
             # Looked up here, not in __init__, so a MemoryBroker.reset_all() in between counts.
             self._broker = MemoryBroker.get(self.vhost)
-        self._ch = self._broker.open_channel(self)
+        old, self._ch = self._ch, self._broker.open_channel(self)
+        if old is not None and old.notifier is not None:
+            notifier, old.notifier = old.notifier, None
+            self._broker.attach_notifier(self._ch, notifier)
 
     def close(self) -> None:
         """Close the connection: unacked deliveries go back to their queues (redelivered),
@@ -98,6 +101,7 @@ class MemoryTransport:
         ch, self._ch = self._ch, None
         if ch is not None and self._broker is not None:
             self._broker.close_connection(ch)
+            self._broker.detach_notifier(ch)
 
     def _channel(self, operation: str) -> tuple[MemoryBroker, Channel]:
         ch, broker = self._ch, self._broker
@@ -212,6 +216,23 @@ class MemoryTransport:
         """
         broker, ch = self._channel("drain events")
         return broker.drain(ch, timeout)
+
+    def filenos(self) -> tuple[int, ...]:
+        """The read end of this connection's notification pipe (``()`` when not connected).
+
+        It is readable while :meth:`drain_events` has work: a delivery ready for this
+        connection's consumers, a :meth:`wakeup`, or a channel the broker closed (the drain
+        raises why). Each drain empties it. The pipe lives until :meth:`close`, across
+        channels reopened by :meth:`connect`; ask again after a close.
+        """
+        ch, broker = self._ch, self._broker
+        if ch is None or broker is None:
+            return ()
+        notifier = ch.notifier
+        if notifier is None:
+            notifier = Notifier()
+            broker.attach_notifier(ch, notifier)
+        return (notifier.fileno(),)
 
     def wakeup(self) -> None:
         """Make a blocked :meth:`drain_events` return 0 now (or the next one, if none is)."""

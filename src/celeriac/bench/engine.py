@@ -14,7 +14,9 @@ from typing import Any
 
 from celeriac import __version__
 
-__all__ = ["BenchConfig", "BenchResult", "broker_answers", "run_bench"]
+__all__ = ["LOCAL_RABBITMQ", "BenchConfig", "BenchResult", "broker_answers", "run_bench"]
+
+LOCAL_RABBITMQ = "amqp://guest:guest@localhost:5672//"
 
 Progress = Callable[[str, int, int], None]
 
@@ -110,6 +112,8 @@ def run_bench(config: BenchConfig, progress: Progress | None = None) -> BenchRes
                 report("publish", i, config.tasks)
         report("publish", config.tasks, config.tasks)
         result.publish_rate = config.tasks / (time.perf_counter() - start)
+        product = getattr(app.producer_transport(), "server_product_version", None)
+        result.environment["broker"] = product() if callable(product) else config.broker
 
         # drain: worker start-up excluded; from its first task to its last
         with start_worker(app, pool="solo", queues=[queue]) as worker:
@@ -134,8 +138,24 @@ def run_bench(config: BenchConfig, progress: Progress | None = None) -> BenchRes
         if samples:
             result.latency_ms = _percentiles(samples)
     finally:
+        if not config.broker.startswith("memory://"):
+            _delete_queue(app, queue)
         app.close()
     return result
+
+
+def _delete_queue(app: Any, queue: str) -> None:
+    """Remove what the run declared on a real broker (the queue and its exchange)."""
+    try:
+        transport = app.connection(heartbeat=0)
+        transport.connect()
+        try:
+            transport.delete_queue(queue)
+            transport.delete_exchange(queue)
+        finally:
+            transport.close()
+    except Exception as exc:  # report, but never hide the measurements
+        print(f"could not delete the bench queue {queue}: {exc}")
 
 
 def _percentiles(samples: list[float]) -> dict[str, float]:

@@ -52,23 +52,17 @@ def bench(
     console = Console()
     broker = broker or (ctx.obj or {}).get("broker")
     note = ""
-    if broker and not broker.startswith("memory://"):
-        raise click.ClickException(
-            f"broker {broker.split('@')[-1]!r}: this build has only the embedded memory:// "
-            "transport; the AMQP transport is not built yet"
-        )
     if broker is None:
+        from celeriac.bench.engine import LOCAL_RABBITMQ
+
         if broker_answers():
-            note = (
-                "RabbitMQ answers on localhost:5672, but this build has no AMQP transport "
-                "yet: running on the embedded in-process broker (memory://)"
-            )
+            broker = LOCAL_RABBITMQ
         else:
             note = (
                 "no broker answers on localhost:5672: running on the embedded in-process "
                 "broker (memory://)"
             )
-        broker = "memory://"
+            broker = "memory://"
     config = BenchConfig(
         tasks=tasks,
         latency=latency,
@@ -87,7 +81,7 @@ def bench(
     if note:
         console.print(f"[yellow]{note}[/]")
     console.print(
-        f"broker: {broker} · tasks: {tasks} · latency round trips: {latency} · "
+        f"broker: {_masked(broker)} · tasks: {tasks} · latency round trips: {latency} · "
         f"prefetch multiplier: {prefetch_multiplier} · pool: solo"
     )
 
@@ -116,8 +110,15 @@ def bench(
     for key, value in result.latency_ms.items():
         table.add_row(f"latency {key}", f"{value:.3f} ms")
     table.add_row("tasks executed", f"{result.tasks_executed:,}")
+    table.add_row("broker", str(result.environment.get("broker")))
     console.print(table)
     if json_file:
         with open(json_file, "w", encoding="utf-8") as fh:
             json.dump(result.as_dict(), fh, indent=2)
         console.print(f"wrote {json_file}")
+
+
+def _masked(url: str) -> str:
+    from celeriac.worker.consumer.connection import _masked as mask
+
+    return mask(url)

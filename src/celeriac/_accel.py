@@ -12,7 +12,7 @@ import os
 from types import ModuleType
 from typing import TYPE_CHECKING
 
-__all__ = ["SPEEDUPS", "amqp_codec", "consumer", "message"]
+__all__ = ["SPEEDUPS", "amqp_codec", "consumer", "message", "supervisor"]
 
 NO_EXTENSIONS = os.environ.get("CELERIAC_NO_EXTENSIONS") == "1"
 REQUIRE_EXTENSIONS = os.environ.get("CELERIAC_REQUIRE_EXTENSIONS") == "1"
@@ -43,11 +43,12 @@ def load(name: str) -> tuple[ModuleType, bool]:
 
 
 if TYPE_CHECKING:
-    from celeriac._speedups_py import amqp_codec, consumer, message
+    from celeriac._speedups_py import amqp_codec, consumer, message, supervisor
 
     SPEEDUPS: str
 else:
     message, _compiled = load("message")
     amqp_codec, _ = load("amqp_codec")
     consumer, _ = load("consumer")
+    supervisor, _ = load("supervisor")
     SPEEDUPS = "compiled" if _compiled else "pure"

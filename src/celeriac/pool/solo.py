@@ -34,6 +34,18 @@ class SoloPool:
     def apply(self, request: Request) -> None:
         execute_request(request, self.state)
 
+    def filenos(self) -> tuple[int, ...]:
+        return ()
+
+    def on_readable(self, fd: int) -> None:
+        return None
+
+    def flush(self) -> None:
+        return None
+
+    def tick(self) -> float | None:
+        return None
+
     def info(self) -> dict[str, Any]:
         return {
             "implementation": "celeriac.pool.solo:SoloPool",

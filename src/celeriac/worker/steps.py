@@ -14,7 +14,10 @@ if TYPE_CHECKING:
 
 __all__ = ["Consumer", "Pool", "Timer"]
 
-POOLS = {"solo": "celeriac.pool.solo:SoloPool"}
+POOLS = {
+    "solo": "celeriac.pool.solo:SoloPool",
+    "threads": "celeriac.pool.threads:ThreadsPool",
+}
 
 
 class Timer(StartStopStep):

@@ -17,6 +17,7 @@ __all__ = ["Consumer", "Pool", "Timer"]
 POOLS = {
     "solo": "celeriac.pool.solo:SoloPool",
     "threads": "celeriac.pool.threads:ThreadsPool",
+    "prefork": "celeriac.pool.prefork:PreforkPool",
 }
 
 

@@ -1,0 +1,185 @@
+"""The prefork pool's child process: read job records from a pipe, run them, report back.
+
+The child runs each task exactly as the solo pool does (``execute_request``), so results,
+retries and callbacks are stored and sent by the child itself. Its ack or reject only records
+the decision, which goes back to the parent in the DONE record: the parent owns the broker
+channel and settles the delivery.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import select
+import signal
+from collections import deque
+from types import FrameType
+from typing import TYPE_CHECKING, Any
+
+from celeriac import serialization, signals
+from celeriac._accel import message as message_impl
+from celeriac._accel import supervisor as sup
+from celeriac.errors import SoftTimeLimitExceeded
+from celeriac.worker.consumer.tasks import _body_loader
+from celeriac.worker.executor import execute_request
+from celeriac.worker.request import Request
+from celeriac.worker.state import WorkerState
+
+if TYPE_CHECKING:
+    from celeriac.app import Celery
+
+__all__ = ["child_main", "current_rss_kib"]
+
+logger = logging.getLogger("celeriac.pool.prefork")
+
+_READ_SIZE = 1 << 16
+_PAGE_KIB = os.sysconf("SC_PAGE_SIZE") // 1024
+_running = False
+
+
+def current_rss_kib() -> int:
+    """This process's resident set size now (not its peak), in KiB."""
+    try:
+        with open("/proc/self/statm", "rb") as f:
+            return int(f.read().split()[1]) * _PAGE_KIB
+    except (OSError, ValueError, IndexError):
+        import psutil  # type: ignore[import-untyped]
+
+        return int(psutil.Process().memory_info().rss // 1024)
+
+
+def _soft_time_limit(signum: int, frame: FrameType | None) -> None:
+    # only inside a task: between tasks the signal came too late and is ignored
+    if _running:
+        raise SoftTimeLimitExceeded()
+
+
+def _forget_connections(app: Celery) -> None:
+    """Drop the parent's broker and backend connections without closing them.
+
+    They are the parent's sockets too: closing them here would close the parent's
+    connection. The child opens its own on first use.
+    """
+    from celeriac.app import _ProducerLocal
+
+    app._producer = _ProducerLocal()
+    app._producers = []
+    app._backend = None
+
+
+class _Decision:
+    """Records what ``execute_request`` decided; the parent applies it to the delivery."""
+
+    __slots__ = ("value",)
+
+    def __init__(self) -> None:
+        self.value = sup.NO_DECISION
+
+    def ack(self, tag: Any) -> None:
+        self.value = sup.ACK
+
+    def reject(self, tag: Any, requeue: bool) -> None:
+        self.value = sup.REQUEUE if requeue else sup.REJECT
+
+
+def _write_all(fd: int, data: bytes | bytearray) -> None:
+    view = memoryview(data)
+    while view:
+        try:
+            view = view[os.write(fd, view) :]
+        except BlockingIOError:
+            select.select([], [fd], [])
+
+
+def child_main(
+    app: Celery, job_in: Any, result_out: Any, inherited: list[int], hostname: str
+) -> None:
+    """Run jobs from ``job_in`` until told to stop or the parent goes away.
+
+    ``job_in`` and ``result_out`` are descriptors (fork) or billiard connections (spawn),
+    read and written raw either way.
+    """
+    global _running
+    job_fd = job_in if isinstance(job_in, int) else job_in.fileno()
+    result_fd = result_out if isinstance(result_out, int) else result_out.fileno()
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGUSR1, _soft_time_limit)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    for fd in inherited:
+        with contextlib.suppress(OSError):
+            os.close(fd)
+    _forget_connections(app)
+    os.set_blocking(job_fd, False)
+    os.set_blocking(result_fd, True)
+    load = _body_loader(serialization.accept_content(app.conf.accept_content))
+    decode = message_impl.MessageDecoder(
+        load, app.timezone, app.conf.worker_max_message_size
+    ).decode
+    tasks = app.tasks
+    state = WorkerState()
+    pid = os.getpid()
+    if signals.worker_process_init.receivers:
+        signals.worker_process_init.send(sender=None)
+    out = bytearray(sup.encode_completion(sup.HELLO, 0, pid, current_rss_kib()))
+    records = sup.JobDecoder()
+    local: deque[Any] = deque()
+    stop = stop_now = eof = False
+    try:
+        while not stop_now:
+            if not local:
+                if stop or eof:
+                    break
+                if out:
+                    _write_all(result_fd, out)
+                    out.clear()
+                select.select([job_fd], [], [])
+            # read what is there before every job: a STOP_NOW must not wait behind queued jobs
+            while not eof:
+                try:
+                    data = os.read(job_fd, _READ_SIZE)
+                except BlockingIOError:
+                    break
+                if not data:
+                    eof = True
+                    break
+                for record in records.feed(data):
+                    kind = record[0]
+                    if kind == sup.JOB:
+                        local.append(record)
+                    elif kind == sup.STOP:
+                        stop = True
+                    else:
+                        stop_now = True
+            if stop_now or not local:
+                continue
+            _, job_id, properties, headers, body, info = local.popleft()
+            out += sup.encode_completion(sup.STARTED, job_id, pid, 0)
+            _write_all(result_fd, out)
+            out.clear()
+            decision = _Decision()
+            try:
+                message = decode(headers, properties, body, info, job_id)
+                task = tasks.get(message.name)
+                if task is None:
+                    logger.error("task %r is not registered in this child; rejected", message.name)
+                    decision.value = sup.REJECT
+                else:
+                    request = Request(message, task, decision.ack, decision.reject, hostname)
+                    _running = True
+                    try:
+                        execute_request(request, state)
+                    finally:
+                        _running = False
+            except SoftTimeLimitExceeded:
+                pass  # arrived as the task ended: its outcome is already recorded
+            except Exception as exc:
+                logger.exception("job %d could not be run: %r", job_id, exc)
+                if decision.value == sup.NO_DECISION:
+                    decision.value = sup.ACK
+            out += sup.encode_completion(sup.DONE, job_id, decision.value, current_rss_kib())
+        if out:
+            _write_all(result_fd, out)
+    finally:
+        with contextlib.suppress(Exception):
+            app.close()

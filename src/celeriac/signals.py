@@ -40,6 +40,8 @@ class Signal:
     def __init__(self, name: str) -> None:
         self.name = name
         self._receivers: list[tuple[Receiver, Any]] = []
+        #: True when anyone listens: a plain attribute, checked per task on hot paths
+        self.receivers = False
         self._lock = threading.Lock()
 
     def connect(self, receiver: Receiver | None = None, sender: Any = None, **_: Any) -> Any:
@@ -48,6 +50,7 @@ class Signal:
         def add(func: Receiver) -> Receiver:
             with self._lock:
                 self._receivers = [*self._receivers, (func, sender)]
+                self.receivers = True
             return func
 
         return add(receiver) if receiver is not None else add
@@ -55,11 +58,7 @@ class Signal:
     def disconnect(self, receiver: Receiver) -> None:
         with self._lock:
             self._receivers = [r for r in self._receivers if r[0] is not receiver]
-
-    @property
-    def receivers(self) -> bool:
-        """True when anyone listens (checked before building arguments on hot paths)."""
-        return bool(self._receivers)
+            self.receivers = bool(self._receivers)
 
     def send(self, sender: Any = None, **named: Any) -> list[tuple[Receiver, Any]]:
         responses: list[tuple[Receiver, Any]] = []

@@ -15,6 +15,8 @@ if TYPE_CHECKING:
 
 __all__ = ["Request"]
 
+_new_context = object.__new__
+
 
 class Request:
     """One delivery being handled; ack and reject happen at most once between them."""
@@ -64,40 +66,44 @@ class Request:
     def context(self, args: list[Any], kwargs: dict[str, Any], embed: dict[str, Any]) -> Context:
         """The ``Task.request`` the task sees."""
         m = self.message
-        return Context(
-            id=m.id,
-            task=m.name,
-            args=args,
-            kwargs=kwargs,
-            retries=m.retries,
-            eta=m.eta,
-            expires=m.expires,
-            is_eager=False,
-            headers=m.headers,
-            delivery_info=self.delivery_info,
-            reply_to=m.reply_to,
-            correlation_id=m.correlation_id,
-            hostname=self.hostname,
-            root_id=m.root_id,
-            parent_id=m.parent_id,
-            group=m.group,
-            group_index=m.group_index,
-            shadow=m.shadow,
-            origin=m.origin,
-            callbacks=embed.get("callbacks"),
-            errbacks=embed.get("errbacks"),
-            chain=embed.get("chain"),
-            chord=embed.get("chord"),
-            timelimit=(m.time_limit, m.soft_time_limit),
-            ignore_result=m.ignore_result,
-            called_directly=False,
-            stamps=m.stamps,
-            stamped_headers=m.stamped_headers,
-            replaced_task_nesting=m.replaced_task_nesting,
-            priority=m.priority,
-            argsrepr=m.argsrepr,
-            kwargsrepr=m.kwargsrepr,
-        )
+        get = embed.get
+        # built as the instance dict directly: one dict per task, no keyword-argument copy
+        ctx: Context = _new_context(Context)
+        ctx.__dict__ = {
+            "id": m.id,
+            "task": m.name,
+            "args": args,
+            "kwargs": kwargs,
+            "retries": m.retries,
+            "eta": m.eta,
+            "expires": m.expires,
+            "is_eager": False,
+            "headers": m.headers,
+            "delivery_info": self.delivery_info,
+            "reply_to": m.reply_to,
+            "correlation_id": m.correlation_id,
+            "hostname": self.hostname,
+            "root_id": m.root_id,
+            "parent_id": m.parent_id,
+            "group": m.group,
+            "group_index": m.group_index,
+            "shadow": m.shadow,
+            "origin": m.origin,
+            "callbacks": get("callbacks"),
+            "errbacks": get("errbacks"),
+            "chain": get("chain"),
+            "chord": get("chord"),
+            "timelimit": (m.time_limit, m.soft_time_limit),
+            "ignore_result": m.ignore_result,
+            "called_directly": False,
+            "stamps": m.stamps,
+            "stamped_headers": m.stamped_headers,
+            "replaced_task_nesting": m.replaced_task_nesting,
+            "priority": m.priority,
+            "argsrepr": m.argsrepr,
+            "kwargsrepr": m.kwargsrepr,
+        }
+        return ctx
 
     @property
     def delivery_info(self) -> dict[str, Any]:

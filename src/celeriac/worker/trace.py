@@ -109,7 +109,7 @@ def trace_task(
             _on_failure(task, ctx, exc, einfo, args, kwargs, store_errors)
         else:
             state = states.SUCCESS
-            children = _dispatch_callbacks(task, ctx, retval)
+            children = _dispatch_callbacks(task, ctx, retval) if ctx.callbacks or ctx.chain else []
             if store_results and not ignore_result:
                 backend.mark_as_done(task_id, retval, request=ctx, children=children)
             task.on_success(retval, task_id, args, kwargs)

@@ -206,4 +206,41 @@ def test_memory_limit_below_a_fresh_child_warns_once_and_does_not_loop(
     warnings = [r for r in caplog.records if "below a fresh child's RSS" in r.getMessage()]
     assert len(warnings) == 1
     assert sorted(runs) == list(range(200))
-    assert starts < 20
+    assert starts < 6  # two children, at most a few replacements
+
+
+def test_autoscale_grows_under_load_and_fair_dispatch_runs_everything(
+    env: tuple[Celery, Ledger, str],
+) -> None:
+    app, ledger, _ = env
+    with start_worker(app, pool="prefork", autoscale=(3, 1), fair=True) as worker:
+        assert len(worker.pool.info()["processes"]) == 1
+        naps = [_send(app, "pf.sleep", 0.5) for _ in range(9)]
+        grown = 0
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and grown < 3:
+            grown = max(grown, len(worker.pool.info()["processes"]))
+            time.sleep(0.05)
+        assert [res.get(timeout=20) for res in naps] == ["woke"] * 9
+        results = [_send(app, "pf.getpid", i) for i in range(50)]
+        runs = ledger.wait_runs(50, timeout=30)
+    _no_leftovers(app, [*naps, *results])
+    assert grown == 3
+    assert sorted(runs) == list(range(50)) and set(runs.values()) == {1}
+
+
+def test_warm_stop_finishes_running_task_and_leaves_the_rest_to_the_broker(
+    env: tuple[Celery, Ledger, str],
+) -> None:
+    app, ledger, _ = env
+    with start_worker(app, pool="prefork", concurrency=1) as worker:
+        slow = _send(app, "pf.sleep", 1.0)
+        queued = [_send(app, "pf.getpid", i) for i in range(5)]
+        deadline = time.monotonic() + 10
+        while not worker.pool.info()["children"][0]["busy"] and time.monotonic() < deadline:
+            time.sleep(0.02)
+    assert slow.get(timeout=5) == "woke"
+    with start_worker(app, pool="prefork", concurrency=1):
+        runs = ledger.wait_runs(5, timeout=20)
+    _no_leftovers(app, [slow, *queued])
+    assert sorted(runs) == list(range(5)) and set(runs.values()) == {1}

@@ -57,9 +57,10 @@ class PreforkPool:
         max_memory_per_child: KiB of resident memory (current RSS, not peak) after which a
             child finishes its task and is replaced. When a fresh child already starts above
             it (a fork shares the parent's pages, so its RSS starts near the parent's), the
-            pool logs one warning and, for such children, treats the limit as growth allowed
-            beyond the RSS measured after their first task (connections and lazy imports
-            done), so children are not recycled after every task.
+            pool logs one warning and, for such children, recycles only on growth beyond
+            the RSS measured after their first task (connections and lazy imports done) of
+            more than the limit or a quarter of that RSS, whichever is larger, so a limit set
+            too low never recycles children after every task.
         time_limit, soft_time_limit: worker-wide defaults in seconds; the message's
             ``timelimit`` header, then the task's own limits, win.
         fair: give work only to idle children (``-O fair``).
@@ -414,14 +415,15 @@ class PreforkPool:
                     self._memory_warned = True
                     logger.warning(
                         "max_memory_per_child=%d KiB is below a fresh child's RSS (%d KiB); "
-                        "recycling children only when they grow more than %d KiB beyond their "
-                        "RSS after their first task instead",
+                        "recycling children only when they grow more than %d KiB or a quarter "
+                        "beyond their RSS after their first task instead",
                         limit,
                         proc.start_rss,
                         limit,
                     )
                 return
-        if proc.baseline is not None and rss > proc.baseline + limit:
+        baseline = proc.baseline
+        if baseline is not None and rss > baseline + max(limit, baseline // 4):
             logger.info(
                 "child %d uses %d KiB, over max_memory_per_child (%d KiB); replacing it",
                 proc.pid,

@@ -21,7 +21,7 @@ pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
 AMQP = "amqp://guest:guest@127.0.0.1:5672//"
 LEDGER = redis.Redis.from_url("redis://127.0.0.1:6379/15")
-POOLS = [("solo", 1), ("threads", 4)]
+POOLS = [("solo", 1), ("threads", 4), ("prefork", 2)]
 
 
 @pytest.fixture

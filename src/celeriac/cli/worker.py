@@ -29,7 +29,14 @@ logger = logging.getLogger("celeriac.cli")
 @click.option("--result-backend", default=None, help="Result backend URL.")
 @click.option("-Q", "--queues", default=None, help="Comma-separated queues to consume.")
 @click.option("-c", "--concurrency", type=int, default=None, help="Parallel tasks.")
-@click.option("-P", "--pool", default="solo", show_default=True, help="Execution pool (solo).")
+@click.option(
+    "-P",
+    "--pool",
+    type=click.Choice(["prefork", "threads", "solo"]),
+    default="prefork",
+    show_default=True,
+    help="Execution pool: prefork (child processes), threads, or solo (inline).",
+)
 @click.option(
     "--prefetch-multiplier",
     type=int,

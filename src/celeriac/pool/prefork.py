@@ -105,11 +105,7 @@ class PreforkPool:
         self.depth = 1 if fair else QUEUE_DEPTH
         self.start_method = start_method
         # the Pool step hands over the worker's bound wake method: the node name is on it
-        self.hostname = (
-            hostname
-            or getattr(getattr(wakeup, "__self__", None), "hostname", None)
-            or f"celeriac@{socket.gethostname()}"
-        )
+        self.hostname = hostname or f"celeriac@{socket.gethostname()}"
         self.max_redeliveries = int(app.conf.get("worker_lost_max_redeliveries", 3))
         self._procs: dict[int, Proc] = {}  # by result descriptor
         self._jobs: dict[int, Request] = {}

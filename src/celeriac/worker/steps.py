@@ -54,6 +54,7 @@ class Pool(StartStopStep):
             parent.state,
             concurrency=parent.concurrency,
             app=parent.app,
+            hostname=parent.hostname,
             wakeup=parent.wake_consumer,
             **parent.pool_options,
         )

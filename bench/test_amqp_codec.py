@@ -25,30 +25,11 @@ from types import ModuleType
 from typing import Any
 
 import pytest
+from tests.samples import celery_headers
 
 DELIVERIES = 1000
 TASK_ID = str(uuid.uuid4())
-HEADERS: dict[str, Any] = {
-    "lang": "py",
-    "task": "proj.tasks.add",
-    "id": TASK_ID,
-    "shadow": None,
-    "eta": None,
-    "expires": None,
-    "group": None,
-    "group_index": None,
-    "retries": 0,
-    "timelimit": [None, None],
-    "root_id": TASK_ID,
-    "parent_id": None,
-    "argsrepr": "(2, 2)",
-    "kwargsrepr": "{}",
-    "origin": "gen15995@worker-host",
-    "ignore_result": False,
-    "replaced_task_nesting": 0,
-    "stamped_headers": None,
-    "stamps": {},
-}
+HEADERS: dict[str, Any] = celery_headers(TASK_ID, argsrepr="(2, 2)")
 PROPERTIES: dict[str, Any] = {
     "content_type": "application/json",
     "content_encoding": "utf-8",

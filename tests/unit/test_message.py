@@ -20,6 +20,7 @@ from celeriac.errors import (
     UnknownMessageError,
 )
 from tests.conftest import ImplLoader
+from tests.samples import celery_headers as sample_headers
 
 TASK_ID = "cc2de619-5e77-4510-bcef-99ac96565033"
 EMPTY_BODY = b'[[], {}, {"callbacks": null, "errbacks": null, "chain": null, "chord": null}]'
@@ -50,29 +51,7 @@ class Loader:
 
 def celery_headers(**overrides: Any) -> dict[str, Any]:
     """The headers Celery 5.7 sends for ``add.delay()`` (section 1.3)."""
-    headers: dict[str, Any] = {
-        "lang": "py",
-        "task": "proj.tasks.add",
-        "id": TASK_ID,
-        "shadow": None,
-        "eta": None,
-        "expires": None,
-        "group": None,
-        "group_index": None,
-        "retries": 0,
-        "timelimit": [None, None],
-        "root_id": TASK_ID,
-        "parent_id": None,
-        "argsrepr": "()",
-        "kwargsrepr": "{}",
-        "origin": "gen15995@vm",
-        "ignore_result": False,
-        "replaced_task_nesting": 0,
-        "stamped_headers": None,
-        "stamps": {},
-    }
-    headers.update(overrides)
-    return headers
+    return sample_headers(TASK_ID, **overrides)
 
 
 def props(**overrides: Any) -> dict[str, Any]:

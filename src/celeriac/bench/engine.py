@@ -99,7 +99,7 @@ def run_bench(config: BenchConfig, progress: Progress | None = None) -> BenchRes
     def echo(value: int) -> int:
         return value
 
-    result = BenchResult(config=asdict(config), environment=environment())
+    result = BenchResult(config={**asdict(config), "queue": queue}, environment=environment())
     payload = "x" * config.body_size
     report = progress or (lambda phase, done, total: None)
     args = (payload,) if payload else ()

@@ -49,7 +49,7 @@ ACK = 0
 REJECT = 1
 REQUEUE = 2
 NO_DECISION = 3
-COMPLETION_SIZE = 25
+COMPLETION_SIZE = 33
 MAX_RECORD = 0x7FFFFFFF
 
 Job = tuple
@@ -62,7 +62,7 @@ cdef enum:
     _HELLO = 1
     _STARTED = 2
     _DONE = 3
-    _CSIZE = 25
+    _CSIZE = 33
     _MAX_RECORD = 0x7FFFFFFF
 
 cdef object _U64_MAX = 0xFFFFFFFFFFFFFFFF
@@ -155,19 +155,21 @@ def encode_control(kind):
     return out
 
 
-def encode_completion(kind, job_id, value, rss):
+def encode_completion(kind, job_id, value, rss, at=0):
     """One child-to-parent record."""
     if kind != _HELLO and kind != _STARTED and kind != _DONE:
         raise ValueError(f"cannot encode completion record: unknown kind {kind!r}")
     cdef uint64_t j = _check_u64("job_id", job_id)
     cdef uint64_t v = _check_u64("value", value)
     cdef uint64_t r = _check_u64("rss", rss)
+    cdef uint64_t t = _check_u64("at", at)
     cdef bytes out = PyBytes_FromStringAndSize(NULL, _CSIZE)
     cdef unsigned char* p = <unsigned char*>PyBytes_AS_STRING(out)
     p[0] = <unsigned char>(<int>kind)
     store_u64(p + 1, j)
     store_u64(p + 9, v)
     store_u64(p + 17, r)
+    store_u64(p + 25, t)
     return out
 
 
@@ -278,7 +280,7 @@ cdef class CompletionDecoder:
                     f"cannot decode completion record at offset {off}: unknown kind {kind}"
                 )
             out.append((kind, load_u64(p + off + 1), load_u64(p + off + 9),
-                        load_u64(p + off + 17)))
+                        load_u64(p + off + 17), load_u64(p + off + 25)))
             off += _CSIZE
         self._buf = buf[off:] if off else buf
         return out

@@ -64,8 +64,8 @@ def _completions(sup: ModuleType) -> list[bytes]:
     out = []
     for first in range(1, PER_ROUND + 1, BATCH):
         chunk = b"".join(
-            sup.encode_completion(sup.STARTED, j, 4242, 0)
-            + sup.encode_completion(sup.DONE, j, sup.ACK, 51_200)
+            sup.encode_completion(sup.STARTED, j, 4242, 0, 1_000_000 + j)
+            + sup.encode_completion(sup.DONE, j, sup.ACK, 0, 1_000_050 + j)
             for j in range(first, first + BATCH)
         )
         out.append(chunk)
@@ -88,7 +88,7 @@ def test_dispatch_round(benchmark: Any, kind: str) -> None:
             out += encode_job(job_id, MESSAGE)
             sent(job_id)
         for chunk in chunks:
-            for record_kind, job_id, _, _ in decoder.feed(chunk):
+            for record_kind, job_id, _, _, _ in decoder.feed(chunk):
                 if record_kind == STARTED:
                     slots.started(job_id, 1.0)
                 else:

@@ -60,14 +60,15 @@ def test_job_decodes_with_message_decoder(impl: ImplLoader) -> None:
 
 def test_completion_round_trip(impl: ImplLoader) -> None:
     sup = impl("supervisor")
-    data = sup.encode_completion(sup.STARTED, 3, 1234, 0) + sup.encode_completion(
-        sup.DONE, 3, sup.REQUEUE, 51200
+    data = sup.encode_completion(sup.STARTED, 3, 1234, 0, 7_000_001) + sup.encode_completion(
+        sup.DONE, 3, sup.REQUEUE, 51200, 7_000_450
     )
-    assert len(data) == 2 * sup.COMPLETION_SIZE
+    assert len(data) == 2 * sup.COMPLETION_SIZE == 66
     dec = sup.CompletionDecoder()
-    assert dec.feed(data[:30]) == [(sup.STARTED, 3, 1234, 0)]
+    assert dec.feed(data[:38]) == [(sup.STARTED, 3, 1234, 0, 7_000_001)]
     assert dec.pending == 5
-    assert dec.feed(data[30:]) == [(sup.DONE, 3, sup.REQUEUE, 51200)]
+    assert dec.feed(data[38:]) == [(sup.DONE, 3, sup.REQUEUE, 51200, 7_000_450)]
+    assert dec.feed(sup.encode_completion(sup.HELLO, 0, 1, 2)) == [(sup.HELLO, 0, 1, 2, 0)]
 
 
 def test_errors(impl: ImplLoader) -> None:
@@ -87,7 +88,9 @@ def test_errors(impl: ImplLoader) -> None:
     with pytest.raises(ProtocolError, match="unknown kind 9"):
         sup.JobDecoder().feed(b"\x00\x00\x00\x09\x09" + bytes(8))
     with pytest.raises(ProtocolError, match="unknown kind 7"):
-        sup.CompletionDecoder().feed(b"\x07" + bytes(24))
+        sup.CompletionDecoder().feed(b"\x07" + bytes(32))
+    with pytest.raises(OverflowError, match="at -1 is out of range"):
+        sup.encode_completion(sup.DONE, 1, 1, 1, -1)
 
 
 def test_child_slots(impl: ImplLoader) -> None:
@@ -183,13 +186,14 @@ def test_agreement_garbage(both: tuple[ModuleType, ModuleType], data: bytes) -> 
     job_id=st.integers(-1, 2**64),
     value=st.integers(0, 2**64 - 1),
     rss=st.integers(0, 2**20),
+    at=st.integers(-1, 2**64),
 )
 def test_agreement_completions(
-    both: tuple[ModuleType, ModuleType], kind: int, job_id: int, value: int, rss: int
+    both: tuple[ModuleType, ModuleType], kind: int, job_id: int, value: int, rss: int, at: int
 ) -> None:
     compiled, pure = both
-    a = _outcome(compiled.encode_completion, kind, job_id, value, rss)
-    assert a == _outcome(pure.encode_completion, kind, job_id, value, rss)
+    a = _outcome(compiled.encode_completion, kind, job_id, value, rss, at)
+    assert a == _outcome(pure.encode_completion, kind, job_id, value, rss, at)
     if a[0] == "ok":
         assert compiled.CompletionDecoder().feed(a[1]) == pure.CompletionDecoder().feed(a[1])
 

@@ -10,8 +10,12 @@ Parent to child, one record per job or control word (big-endian)::
               table codec writes them) | u8 redelivered | u16 n | exchange | u16 n |
               routing key | body (the rest of the record, bytes as received)
 
-Child to parent, fixed 25-byte records: ``u8 kind | u64 job id | u64 value | u64 rss KiB``
-where ``value`` is the pid (HELLO, STARTED) or the ack decision (DONE).
+Child to parent, fixed 33-byte records:
+``u8 kind | u64 job id | u64 value | u64 rss KiB | u64 at``, where ``value`` is the pid
+(HELLO, STARTED) or the ack decision (DONE), ``rss`` is 0 when the child did not measure it,
+and ``at`` is when the record's event happened, in microseconds of the child's monotonic clock
+(``time.monotonic()``, the same clock as the parent's): the parent may read records
+milliseconds after the child wrote them, as the child writes them in batches.
 
 Nothing is pickled: a task's message crosses the pipe in the form the broker sent it, and
 the child decodes it with the same message decoder as the consumer. Mechanism only: it
@@ -58,27 +62,28 @@ STOP_NOW: Final = 3
 HELLO: Final = 1
 """The child is up (value: pid, rss: its RSS at start)."""
 STARTED: Final = 2
-"""The child starts a job (value: pid)."""
+"""The child starts a job (value: pid, at: when it started)."""
 DONE: Final = 3
-"""The child finished a job (value: the ack decision, rss: its RSS after the job)."""
+"""The child finished a job (value: the ack decision, rss: its RSS after the job or 0, at:
+when it finished)."""
 
 ACK: Final = 0
 REJECT: Final = 1
 REQUEUE: Final = 2
 NO_DECISION: Final = 3
 
-COMPLETION_SIZE: Final = 25
+COMPLETION_SIZE: Final = 33
 MAX_RECORD: Final = 0x7FFFFFFF
 
 Job = tuple[int, int, dict[str, Any], dict[Any, Any] | None, bytes, dict[str, Any]]
 """``(kind, job_id, properties, headers, body, delivery_info)``; controls carry empty parts."""
-Completion = tuple[int, int, int, int]
-"""``(kind, job_id, value, rss_kib)``."""
+Completion = tuple[int, int, int, int, int]
+"""``(kind, job_id, value, rss_kib, at_us)``."""
 
 _HEAD = struct.Struct(">IBQ")
 _U32 = struct.Struct(">I")
 _U16 = struct.Struct(">H")
-_COMPLETION = struct.Struct(">BQQQ")
+_COMPLETION = struct.Struct(">BQQQQ")
 _U64_MAX: Final = 0xFFFFFFFFFFFFFFFF
 _PROPERTY_NAMES: Final = (
     "content_type",
@@ -156,7 +161,7 @@ def encode_control(kind: int) -> bytes:
     return _HEAD.pack(9, kind, 0)
 
 
-def encode_completion(kind: int, job_id: int, value: int, rss: int) -> bytes:
+def encode_completion(kind: int, job_id: int, value: int, rss: int, at: int = 0) -> bytes:
     """One child-to-parent record.
 
     Raises:
@@ -166,7 +171,11 @@ def encode_completion(kind: int, job_id: int, value: int, rss: int) -> bytes:
     if kind != HELLO and kind != STARTED and kind != DONE:
         raise ValueError(f"cannot encode completion record: unknown kind {kind!r}")
     return _COMPLETION.pack(
-        kind, _check_u64("job_id", job_id), _check_u64("value", value), _check_u64("rss", rss)
+        kind,
+        _check_u64("job_id", job_id),
+        _check_u64("value", value),
+        _check_u64("rss", rss),
+        _check_u64("at", at),
     )
 
 

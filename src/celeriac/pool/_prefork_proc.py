@@ -93,9 +93,17 @@ class Proc:
 
 
 def spawn(
-    app: Celery, hostname: str, start_method: str, quota: int | None, inherited: list[int]
+    app: Celery,
+    hostname: str,
+    start_method: str,
+    quota: int | None,
+    inherited: list[int],
+    watch_memory: bool = False,
 ) -> Proc:
-    """Start one child; ``inherited`` are the parent's descriptors a forked child must close."""
+    """Start one child; ``inherited`` are the parent's descriptors a forked child must close.
+
+    ``watch_memory``: the child reports its RSS after every job (``max_memory_per_child``).
+    """
     import billiard
 
     ctx = billiard.get_context(start_method)
@@ -104,7 +112,7 @@ def spawn(
         res_r, res_w = os.pipe()
         process = ctx.Process(
             target=child_main,
-            args=(app, job_r, res_w, [*inherited, job_w, res_r], hostname),
+            args=(app, job_r, res_w, [*inherited, job_w, res_r], hostname, watch_memory),
             daemon=True,
         )
         process.start()
@@ -116,7 +124,9 @@ def spawn(
         job_rc, job_wc = ctx.Pipe(duplex=False)
         res_rc, res_wc = ctx.Pipe(duplex=False)
         process = ctx.Process(
-            target=child_main, args=(app, job_rc, res_wc, [], hostname), daemon=True
+            target=child_main,
+            args=(app, job_rc, res_wc, [], hostname, watch_memory),
+            daemon=True,
         )
         try:
             process.start()

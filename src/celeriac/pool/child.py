@@ -4,6 +4,9 @@ The child runs each task exactly as the solo pool does (``execute_request``), so
 retries and callbacks are stored and sent by the child itself. Its ack or reject only records
 the decision, which goes back to the parent in the DONE record: the parent owns the broker
 channel and settles the delivery.
+
+A job's STARTED record is written, with the previous job's DONE, before the task runs, so
+the parent always knows which job a child that dies was running.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ import logging
 import os
 import select
 import signal
+import time
 from collections import deque
 from types import FrameType
 from typing import TYPE_CHECKING, Any
@@ -33,16 +37,23 @@ __all__ = ["child_main", "current_rss_kib"]
 
 logger = logging.getLogger("celeriac.pool.prefork")
 
+RSS_INTERVAL = 1.0
+"""Seconds between RSS measurements without ``max_memory_per_child`` (for ``info()``)."""
 _READ_SIZE = 1 << 16
 _PAGE_KIB = os.sysconf("SC_PAGE_SIZE") // 1024
 _running = False
+_statm = (-1, 0)  # /proc/self/statm opened once, and by which process
 
 
 def current_rss_kib() -> int:
     """This process's resident set size now (not its peak), in KiB."""
+    global _statm
     try:
-        with open("/proc/self/statm", "rb") as f:
-            return int(f.read().split()[1]) * _PAGE_KIB
+        fd, owner = _statm
+        if owner != os.getpid():  # a forked child must not read its parent's file
+            fd = os.open("/proc/self/statm", os.O_RDONLY | os.O_CLOEXEC)
+            _statm = (fd, os.getpid())
+        return int(os.pread(fd, 128, 0).split()[1]) * _PAGE_KIB
     except (OSError, ValueError, IndexError):
         import psutil  # type: ignore[import-untyped]
 
@@ -93,12 +104,19 @@ def _write_all(fd: int, data: bytes | bytearray) -> None:
 
 
 def child_main(
-    app: Celery, job_in: Any, result_out: Any, inherited: list[int], hostname: str
+    app: Celery,
+    job_in: Any,
+    result_out: Any,
+    inherited: list[int],
+    hostname: str,
+    watch_memory: bool = False,
 ) -> None:
     """Run jobs from ``job_in`` until told to stop or the parent goes away.
 
     ``job_in`` and ``result_out`` are descriptors (fork) or billiard connections (spawn),
-    read and written raw either way.
+    read and written raw either way. With ``watch_memory`` every DONE record carries the RSS
+    measured after the job; otherwise at most one per :data:`RSS_INTERVAL` does (0 in the
+    others).
     """
     global _running
     job_fd = job_in if isinstance(job_in, int) else job_in.fileno()
@@ -121,7 +139,12 @@ def child_main(
     pid = os.getpid()
     if signals.worker_process_init.receivers:
         signals.worker_process_init.send(sender=None)
-    out = bytearray(sup.encode_completion(sup.HELLO, 0, pid, current_rss_kib()))
+    monotonic = time.monotonic
+    encode_completion = sup.encode_completion
+    STARTED, DONE = sup.STARTED, sup.DONE
+    now = monotonic()
+    out = bytearray(encode_completion(sup.HELLO, 0, pid, current_rss_kib(), int(now * 1e6)))
+    rss_at = now
     records = sup.JobDecoder()
     local: deque[Any] = deque()
     stop = stop_now = eof = False
@@ -154,7 +177,7 @@ def child_main(
             if stop_now or not local:
                 continue
             _, job_id, properties, headers, body, info = local.popleft()
-            out += sup.encode_completion(sup.STARTED, job_id, pid, 0)
+            out += encode_completion(STARTED, job_id, pid, 0, int(monotonic() * 1e6))
             _write_all(result_fd, out)
             out.clear()
             decision = _Decision()
@@ -177,7 +200,11 @@ def child_main(
                 logger.exception("job %d could not be run: %r", job_id, exc)
                 if decision.value == sup.NO_DECISION:
                     decision.value = sup.ACK
-            out += sup.encode_completion(sup.DONE, job_id, decision.value, current_rss_kib())
+            now = monotonic()
+            rss = 0
+            if watch_memory or now - rss_at >= RSS_INTERVAL:
+                rss, rss_at = current_rss_kib(), now
+            out += encode_completion(DONE, job_id, decision.value, rss, int(now * 1e6))
         if out:
             _write_all(result_fd, out)
     finally:

@@ -37,6 +37,19 @@ logger = logging.getLogger("celeriac.pool.prefork")
 QUEUE_DEPTH = 4
 """Jobs a child may hold at once without ``fair`` (the running one included): the next job
 is already in its pipe when one ends, at the cost of waiting behind a long task."""
+MAX_QUEUE_DEPTH = 64
+QUEUE_SECONDS = 0.005
+"""Without ``fair``, short tasks raise a child's depth from :data:`QUEUE_DEPTH` up to
+:data:`MAX_QUEUE_DEPTH` so that about this much work (by the recent mean run time) is queued:
+a child reports in batches (``celeriac.pool.child.FLUSH_AFTER``), and a shallow queue would
+run dry before the parent hears that it should be refilled."""
+_MEAN_WEIGHT = 0.05
+ACK_HOLD = 0.01
+"""Seconds a started task's early ack may wait for the tasks dispatched before it to start.
+
+Children start tasks out of delivery order (each runs its own queue), and the ack batcher
+can cover only an in-order run with one multiple-ack: acks released in dispatch order cost
+the broker one frame per batch instead of one per task."""
 MEMORY_CHECK_INTERVAL = 1.0
 AUTOSCALE_IDLE = 5.0
 """Seconds a child must be idle before autoscale stops it."""
@@ -102,7 +115,14 @@ class PreforkPool:
         self.max_memory_per_child = max_memory_per_child or None
         self.time_limit = time_limit or None
         self.soft_time_limit = soft_time_limit or None
+        self.fair = fair
         self.depth = 1 if fair else QUEUE_DEPTH
+        """Jobs a child may hold now (adapts to the mean run time without ``fair``)."""
+        self._mean_run: float | None = None
+        self._ack_order: deque[int] = deque()  # job ids in dispatch order, not yet passed
+        self._held: dict[int, Request | None] = {}  # started; None once acked (or acks late)
+        self._held_since = 0.0  # when the oldest early ack still held was held; 0.0: none
+        self._held_count = 0  # early acks held (entries of _held that are not None)
         self.start_method = start_method
         # the Pool step hands over the worker's bound wake method: the node name is on it
         self.hostname = hostname or f"celeriac@{socket.gethostname()}"
@@ -132,6 +152,7 @@ class PreforkPool:
             return
         self._stopping = True
         self._waiting.clear()
+        self._release_held()
         for proc in self._procs.values():
             if not proc.dead:
                 proc.retiring = True
@@ -141,6 +162,7 @@ class PreforkPool:
     def terminate(self) -> None:
         """Cold: SIGTERM, then SIGKILL after a short grace; running tasks are not acked."""
         if not self._terminating:
+            self._release_held()
             self._terminating = True
             self._terminate_at = time.monotonic()
             for proc in list(self._procs.values()):
@@ -189,7 +211,7 @@ class PreforkPool:
             return
         eof = False
         chunks = []
-        while True:
+        while True:  # one read unless the pipe held more than one read's worth
             try:
                 data = os.read(fd, _READ_SIZE)
             except BlockingIOError:
@@ -201,23 +223,27 @@ class PreforkPool:
                 eof = True
                 break
             chunks.append(data)
+            if len(data) < _READ_SIZE:
+                break
         if chunks:
             try:
-                records = proc.records.feed(b"".join(chunks))
+                records = proc.records.feed(chunks[0] if len(chunks) == 1 else b"".join(chunks))
             except ProtocolError as exc:
                 logger.error("child %d sent a bad record (%s); replacing it", proc.pid, exc)
                 with contextlib.suppress(OSError):
                     os.kill(proc.pid, signal.SIGKILL)
                 records, eof = [], True
-            for kind, job_id, value, rss in records:
-                if kind == sup.STARTED:
-                    self._on_started(proc, job_id, value)
-                elif kind == sup.DONE:
-                    self._on_done(proc, job_id, value, rss)
+            for kind, job_id, value, rss, at in records:
+                if kind == sup.DONE:
+                    self._on_done(proc, job_id, value, rss, at * 1e-6)
+                elif kind == sup.STARTED:
+                    self._on_started(proc, job_id, at * 1e-6)
                 else:
                     proc.start_rss = proc.rss = rss
         if eof:
             self._gone(proc)
+        if self._ack_order:
+            self._release_acks()
         if not self._stopping:
             self._dispatch()
 
@@ -253,33 +279,55 @@ class PreforkPool:
             self._check_memory()
         if self.autoscale and not self._stopping:
             self._autoscale(now)
+        if self._ack_order:
+            self._release_acks()
+        if self._held_since:
+            if now - self._held_since >= ACK_HOLD:
+                self._release_held()
+            else:
+                wait = _sooner(wait, ACK_HOLD - (now - self._held_since))
         if not self._stopping:
             self._fill()
             self._dispatch()
         return wait
 
     # -- records
-    def _on_started(self, proc: Proc, job_id: int, pid: int) -> None:
-        if not proc.slots.started(job_id, time.monotonic()):
+    def _on_started(self, proc: Proc, job_id: int, at: float) -> None:
+        # ``at`` is the child's clock, the same monotonic clock as ours: time limits count
+        # from when the task started, not from when the batch saying so was read
+        if not proc.slots.started(job_id, at):
             return
         proc.soft_sent = False
         request = self._jobs.get(job_id)
         if request is None:
             return
-        if not request.task.acks_late:
-            request.acknowledge()  # early ack: the child has accepted it, as Celery does
+        if request.task.acks_late:
+            self._held[job_id] = None
+        else:
+            # early ack, as Celery does: the child has accepted it (sent in dispatch order,
+            # see ACK_HOLD)
+            self._held[job_id] = request
+            self._held_count += 1
+            if not self._held_since:
+                self._held_since = time.monotonic()
         request.time_start = time.time()
-        request.worker_pid = pid
+        request.worker_pid = proc.pid
         self.state.task_accepted(request)
 
-    def _on_done(self, proc: Proc, job_id: int, decision: int, rss: int) -> None:
-        proc.slots.done(job_id)
-        proc.rss = rss
-        if not proc.slots.inflight:
+    def _on_done(self, proc: Proc, job_id: int, decision: int, rss: int, at: float) -> None:
+        slots = proc.slots
+        if slots.running == job_id and not self.fair:
+            self._ran_for(at - slots.started_at)
+        slots.done(job_id)
+        if rss:
+            proc.rss = rss
+        if not slots.inflight:
             proc.idle_since = time.monotonic()
         self._owner.pop(job_id, None)
         request = self._jobs.pop(job_id, None)
-        if request is not None:
+        if request is not None and self._held.get(job_id) is not None:
+            self.state.task_ready(request)  # acked when its turn comes, as if at its start
+        elif request is not None:
             if decision == sup.REJECT:
                 request.reject(requeue=False)
             elif decision == sup.REQUEUE:
@@ -290,13 +338,53 @@ class PreforkPool:
         if self.max_memory_per_child and not proc.retiring:
             self._check_rss(proc, rss, first=proc.baseline is None)
 
+    def _release_acks(self) -> None:
+        """Early-ack the started tasks that every task dispatched before them has passed."""
+        order, held, jobs = self._ack_order, self._held, self._jobs
+        while order:
+            job_id = order[0]
+            if job_id in held:
+                request = held.pop(job_id)
+                if request is not None:
+                    request.acknowledge()
+                    self._held_count -= 1
+            elif job_id in jobs:
+                break  # not started yet
+            order.popleft()
+        if not self._held_count:
+            self._held_since = 0.0
+
+    def _release_held(self) -> None:
+        """Send every held early ack now, in whatever order."""
+        held = self._held
+        for job_id, request in held.items():
+            if request is not None:
+                request.acknowledge()
+                held[job_id] = None
+        self._held_count = 0
+        self._held_since = 0.0
+
+    def _ran_for(self, seconds: float) -> None:
+        mean = self._mean_run
+        mean = seconds if mean is None else mean + (seconds - mean) * _MEAN_WEIGHT
+        self._mean_run = mean
+        if mean * MAX_QUEUE_DEPTH <= QUEUE_SECONDS:
+            self.depth = MAX_QUEUE_DEPTH
+        else:
+            self.depth = max(QUEUE_DEPTH, int(QUEUE_SECONDS / mean))
+
     # -- children
     def _spawn(self) -> Proc:
         inherited: list[int] = []
         for other in self._procs.values():
             inherited += (other.job_fd, other.result_fd)
         proc = spawn(
-            self.app, self.hostname, self.start_method, self.max_tasks_per_child, inherited
+            self.app,
+            self.hostname,
+            self.start_method,
+            self.max_tasks_per_child,
+            inherited,
+            watch_memory=bool(self.max_memory_per_child),
         )
         self._procs[proc.result_fd] = proc
         self.starts += 1
@@ -344,6 +432,7 @@ class PreforkPool:
             best.slots.sent(job_id)
             self._jobs[job_id] = request
             self._owner[job_id] = best
+            self._ack_order.append(job_id)
             if best.quota is not None:
                 best.quota -= 1
                 if best.quota <= 0:

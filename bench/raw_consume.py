@@ -21,6 +21,21 @@ from collections.abc import Callable
 HOST, PORT = "127.0.0.1", 5672
 
 
+def publish_task_messages(queue: str, count: int) -> None:
+    """What a worker really consumes: Celery v2 task messages, persistent, on a durable queue."""
+    from celeriac import Celery
+
+    app = Celery("raw-bench", broker=f"amqp://guest:guest@{HOST}:{PORT}//", set_as_current=False)
+    try:
+        for _ in range(count):
+            app.send_task("celeriac.bench.noop", queue=queue, ignore_result=True)
+        transport = app.producer_transport()
+        while transport.declare_queue(queue, passive=True).message_count < count:
+            time.sleep(0.05)
+    finally:
+        app.close()
+
+
 def publish(queue: str, count: int, size: int) -> None:
     import amqp
 
@@ -41,6 +56,13 @@ def delete(queue: str) -> None:
 
     with amqp.Connection(f"{HOST}:{PORT}", userid="guest", password="guest") as conn:
         conn.channel().queue_delete(queue)
+
+
+def _delete_exchange(name: str) -> None:
+    import amqp
+
+    with amqp.Connection(f"{HOST}:{PORT}", userid="guest", password="guest") as conn:
+        conn.channel().exchange_delete(name)
 
 
 def consume_pyamqp(queue: str, count: int, prefetch: int, ack_every: int) -> float:
@@ -147,6 +169,12 @@ def main() -> None:
     parser.add_argument("--ack-every", type=int, default=100)
     parser.add_argument("--clients", default=",".join(CLIENTS))
     parser.add_argument("--json", default=None)
+    parser.add_argument(
+        "--task-messages",
+        action="store_true",
+        help="consume persistent Celery task messages (what a worker sees) instead of "
+        "transient SIZE-byte ones",
+    )
     args = parser.parse_args()
     from celeriac._accel import SPEEDUPS
 
@@ -154,7 +182,10 @@ def main() -> None:
     for name in args.clients.split(","):
         queue = f"celeriac.bench.raw.{name}.{uuid.uuid4().hex[:8]}"
         try:
-            publish(queue, args.n, args.size)
+            if args.task_messages:
+                publish_task_messages(queue, args.n)
+            else:
+                publish(queue, args.n, args.size)
             try:
                 elapsed = CLIENTS[name](queue, args.n, args.prefetch, args.ack_every)
             except ImportError as exc:
@@ -166,6 +197,8 @@ def main() -> None:
             print(f"{name:12s} {rate:10,.0f} msgs/s  ({elapsed:.2f}s)", flush=True)
         finally:
             delete(queue)
+            if args.task_messages:
+                _delete_exchange(queue)
     info = {
         "n": args.n,
         "size": args.size,

@@ -21,11 +21,13 @@ from collections.abc import Callable
 HOST, PORT = "127.0.0.1", 5672
 
 
-def publish_task_messages(queue: str, count: int) -> None:
-    """What a worker really consumes: Celery v2 task messages, persistent, on a durable queue."""
+def publish_task_messages(queue: str, count: int, delivery_mode: int = 2) -> None:
+    """What a worker really consumes: Celery v2 task messages on a durable queue (persistent
+    unless ``delivery_mode`` is 1)."""
     from celeriac import Celery
 
     app = Celery("raw-bench", broker=f"amqp://guest:guest@{HOST}:{PORT}//", set_as_current=False)
+    app.conf.task_default_delivery_mode = delivery_mode
     try:
         for _ in range(count):
             app.send_task("celeriac.bench.noop", queue=queue, ignore_result=True)
@@ -175,6 +177,9 @@ def main() -> None:
         help="consume persistent Celery task messages (what a worker sees) instead of "
         "transient SIZE-byte ones",
     )
+    parser.add_argument(
+        "--transient", action="store_true", help="with --task-messages: delivery_mode 1"
+    )
     args = parser.parse_args()
     from celeriac._accel import SPEEDUPS
 
@@ -183,7 +188,7 @@ def main() -> None:
         queue = f"celeriac.bench.raw.{name}.{uuid.uuid4().hex[:8]}"
         try:
             if args.task_messages:
-                publish_task_messages(queue, args.n)
+                publish_task_messages(queue, args.n, 1 if args.transient else 2)
             else:
                 publish(queue, args.n, args.size)
             try:

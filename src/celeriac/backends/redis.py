@@ -11,13 +11,14 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, TypeVar
-from urllib.parse import parse_qsl, unquote, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, unquote, urlsplit
 
 from celeriac import states
 from celeriac.backends.base import TASK_KEY_PREFIX, KeyValueBackend, _seconds
 from celeriac.compression import decompress
 from celeriac.errors import ConfigurationError, TimeoutError, TransportError
 from celeriac.errors import ConnectionError as BackendConnectionError
+from celeriac.urls import mask_url
 
 try:
     import redis
@@ -73,16 +74,6 @@ _CERT_REQS = {
 }
 _SOCKET_SCHEMES = ("redis+socket", "socket")
 _RETRYABLE = (redis.ConnectionError, redis.TimeoutError)
-
-
-def mask_url(url: str) -> str:
-    """``url`` with its password replaced by ``**``, for messages and logs."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    userinfo, _, hostport = parts.netloc.rpartition("@")
-    user = userinfo.partition(":")[0]
-    return urlunsplit(parts._replace(netloc=f"{user}:**@{hostport}"))
 
 
 def connection_params(url: str, conf: Any) -> dict[str, Any]:

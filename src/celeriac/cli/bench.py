@@ -48,6 +48,7 @@ def bench(
     from rich.table import Table
 
     from celeriac.bench.engine import BenchConfig, broker_answers, run_bench
+    from celeriac.urls import mask_url
 
     console = Console()
     broker = broker or (ctx.obj or {}).get("broker")
@@ -81,7 +82,7 @@ def bench(
     if note:
         console.print(f"[yellow]{note}[/]")
     console.print(
-        f"broker: {_masked(broker)} · tasks: {tasks} · latency round trips: {latency} · "
+        f"broker: {mask_url(broker)} · tasks: {tasks} · latency round trips: {latency} · "
         f"prefetch multiplier: {prefetch_multiplier} · pool: solo"
     )
 
@@ -116,9 +117,3 @@ def bench(
         with open(json_file, "w", encoding="utf-8") as fh:
             json.dump(result.as_dict(), fh, indent=2)
         console.print(f"wrote {json_file}")
-
-
-def _masked(url: str) -> str:
-    from celeriac.worker.consumer.connection import _masked as mask
-
-    return mask(url)

@@ -10,6 +10,7 @@ from typing import Any
 import click
 
 from celeriac.errors import CeleriacError
+from celeriac.urls import mask_url
 
 __all__ = ["worker"]
 
@@ -158,7 +159,7 @@ def worker(
     logger.warning(
         "%s ready: %s, pool %s, queues %s",
         controller.hostname,
-        app.broker_url.split("@")[-1],
+        mask_url(app.broker_url),
         pool,
         ",".join(controller.queues),
     )

@@ -6,6 +6,7 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 from celeriac.bootsteps import StartStopStep
+from celeriac.urls import mask_url
 
 if TYPE_CHECKING:
     from celeriac.worker.consumer.consumer import Consumer
@@ -27,7 +28,7 @@ class Connection(StartStopStep):
         transport = parent.app.connection()
         transport.connect()
         parent.transport = transport
-        logger.info("connected to %s", _masked(transport.url))
+        logger.info("connected to %s", mask_url(transport.url))
 
     def stop(self, parent: Consumer) -> None:
         transport = parent.transport
@@ -39,13 +40,3 @@ class Connection(StartStopStep):
 
     def shutdown(self, parent: Consumer) -> None:
         self.stop(parent)
-
-
-def _masked(url: str) -> str:
-    """The URL with its password replaced by ``**`` (never log credentials)."""
-    scheme, sep, rest = url.partition("://")
-    if not sep or "@" not in rest:
-        return url
-    creds, _, host = rest.rpartition("@")
-    user = creds.split(":", 1)[0]
-    return f"{scheme}://{user}:**@{host}"

@@ -187,7 +187,9 @@ class Consumer:
             finally:
                 if guard is not None:
                     guard.cancel()
-        pool.tick()  # decisions the pool recorded while stopping (threads) reach the acks
+        settle = getattr(pool, "tick", None)
+        if settle is not None:
+            settle()  # decisions the pool recorded while stopping (threads) reach the acks
         self.blueprint.stop(self)
         self.waker.close()
 

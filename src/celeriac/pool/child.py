@@ -16,6 +16,7 @@ import logging
 import os
 import select
 import signal
+import threading
 import time
 from collections import deque
 from types import FrameType
@@ -76,6 +77,8 @@ def _forget_connections(app: Celery) -> None:
 
     app._producer = _ProducerLocal()
     app._producers = []
+    # another thread of the parent may have held it at the fork, and nobody here releases it
+    app._producers_lock = threading.Lock()
     app._backend = None
 
 

@@ -132,7 +132,8 @@ class PreforkPool:
         self._owner: dict[int, Proc] = {}
         self._waiting: deque[Request] = deque()
         self._next_id = 1
-        self._graveyard: list[int] = []
+        self._graveyard: list[int] = []  # dead children's result pipes, still in the loop's set
+        self._unwatched: list[int] = []  # left out of the last filenos(): closed at the next
         self._memory_checked = 0.0
         self._memory_warned = False
         self._stopping = False
@@ -190,11 +191,14 @@ class PreforkPool:
 
     # -- loop hooks
     def filenos(self) -> tuple[int, ...]:
-        fds = tuple(self._procs)
-        # closed only once the loop has seen a set without them: a new pipe could otherwise
-        # reuse a number the selector still thinks it watches
-        self._close_graveyard()
-        return fds
+        # A dead child's pipe is closed only at the call after the one that first left it out,
+        # when the loop has unregistered it: epoll cannot unregister a closed descriptor, and
+        # a stale registration would report it readable forever under a number that a new
+        # pipe may reuse.
+        unwatched, self._unwatched = self._unwatched, self._graveyard
+        self._graveyard = []
+        _close_all(unwatched)
+        return tuple(self._procs)
 
     def apply(self, request: Request) -> None:
         self._waiting.append(request)
@@ -375,7 +379,9 @@ class PreforkPool:
 
     # -- children
     def _spawn(self) -> Proc:
-        inherited: list[int] = []
+        # every descriptor of the parent's that the child must not keep: a child holding a
+        # dead sibling's result pipe would keep that pipe open after the parent closes it
+        inherited = [*self._graveyard, *self._unwatched]
         for other in self._procs.values():
             inherited += (other.job_fd, other.result_fd)
         proc = spawn(
@@ -546,10 +552,10 @@ class PreforkPool:
                     return
 
     def _close_graveyard(self) -> None:
-        graveyard, self._graveyard = self._graveyard, []
-        for fd in graveyard:
-            with contextlib.suppress(OSError):
-                os.close(fd)
+        """Close every dead child's pipe now (the loop no longer watches the pool)."""
+        graveyard = [*self._unwatched, *self._graveyard]
+        self._unwatched, self._graveyard = [], []
+        _close_all(graveyard)
 
     def info(self) -> dict[str, Any]:
         procs = [p for p in self._procs.values() if not p.dead]
@@ -571,6 +577,12 @@ class PreforkPool:
                 for p in procs
             ],
         }
+
+
+def _close_all(fds: list[int]) -> None:
+    for fd in fds:
+        with contextlib.suppress(OSError):
+            os.close(fd)
 
 
 def _sooner(current: float | None, value: float) -> float:

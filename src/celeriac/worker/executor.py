@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from celeriac.worker.request import Request
     from celeriac.worker.state import WorkerState
 
-__all__ = ["execute_request", "revoke_request"]
+__all__ = ["discard_if_revoked", "execute_request", "revoke_request"]
 
 logger = logging.getLogger("celeriac.worker")
 
@@ -52,10 +52,7 @@ def execute_request(request: Request, state: WorkerState) -> str | None:
         )
         request.reject(requeue=False)
         return None
-    if message.id in state.revoked or (
-        message.expires_at is not None and message.expires_at < time.time()
-    ):
-        revoke_request(request, state, expired=message.id not in state.revoked)
+    if discard_if_revoked(request, state):
         return states.REVOKED
     acks_late = bool(task.acks_late)
     if not acks_late:
@@ -85,6 +82,18 @@ def execute_request(request: Request, state: WorkerState) -> str | None:
             result.einfo.traceback,
         )
     return result.state
+
+
+def discard_if_revoked(request: Request, state: WorkerState) -> bool:
+    """Skip ``request`` if it was revoked or has expired (Celery checks on arrival and again
+    before running); return whether it was skipped."""
+    message = request.message
+    revoked = message.id in state.revoked
+    expires_at = message.expires_at
+    if not revoked and (expires_at is None or expires_at >= time.time()):
+        return False
+    revoke_request(request, state, expired=not revoked)
+    return True
 
 
 def revoke_request(request: Request, state: WorkerState, expired: bool) -> None:

@@ -23,7 +23,7 @@ from celeriac.errors import (
     NotRegistered,
     UnknownMessageError,
 )
-from celeriac.worker.executor import revoke_request
+from celeriac.worker.executor import discard_if_revoked
 from celeriac.worker.ratelimit import RateLimiter
 from celeriac.worker.request import Request
 
@@ -109,10 +109,7 @@ class Strategy:
         request = Request(message, task, self.ack, self.reject, self.hostname)
         if signals.task_received.receivers:
             signals.task_received.send(sender=self, request=request)
-        if message.id in self.state.revoked or (
-            message.expires_at is not None and message.expires_at < time.time()
-        ):
-            revoke_request(request, self.state, expired=message.id not in self.state.revoked)
+        if discard_if_revoked(request, self.state):
             return
         eta_at = message.eta_at
         if eta_at is not None and eta_at > time.time():

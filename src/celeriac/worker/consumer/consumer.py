@@ -187,9 +187,7 @@ class Consumer:
             finally:
                 if guard is not None:
                     guard.cancel()
-        settle = getattr(pool, "tick", None)
-        if settle is not None:
-            settle()  # decisions the pool recorded while stopping (threads) reach the acks
+        pool.tick()  # decisions the pool recorded while stopping (threads) reach the acks
         self.blueprint.stop(self)
         self.waker.close()
 

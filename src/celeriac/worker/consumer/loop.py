@@ -53,24 +53,6 @@ class Waker:
                 os.close(fd)
 
 
-def _none(*_: Any) -> Any:
-    return None
-
-
-def _empty() -> tuple[int, ...]:
-    return ()
-
-
-def _pool_hooks(pool: Any) -> tuple[Any, Any, Any, Any]:
-    """The pool's loop hooks, bound once; a pool that runs tasks inline needs none of them."""
-    return (
-        getattr(pool, "tick", _none),
-        getattr(pool, "flush", _none),
-        getattr(pool, "filenos", _empty),
-        getattr(pool, "on_readable", _none),
-    )
-
-
 def _min_wait(*values: float | None) -> float:
     wait = MAX_WAIT
     for value in values:
@@ -110,7 +92,8 @@ def _select_loop(consumer: Consumer, transport: Transport, transport_fds: tuple[
     flush_acks = acks.flush if acks is not None else None
     cancelled: set[str] = getattr(transport, "cancelled_by_broker", set())
     waker = consumer.waker
-    pool_tick, pool_flush, pool_filenos, on_readable = _pool_hooks(pool)
+    pool_tick, pool_flush = pool.tick, pool.flush
+    pool_filenos, on_readable = pool.filenos, pool.on_readable
 
     selector = selectors.DefaultSelector()
     try:
@@ -165,7 +148,8 @@ def _reregister(
 
 def _blocking_loop(consumer: Consumer, transport: Transport) -> None:
     """For transports without descriptors: wait in the broker, short slices."""
-    pool_tick, pool_flush, _, _ = _pool_hooks(consumer.pool)
+    pool = consumer.pool
+    pool_tick, pool_flush = pool.tick, pool.flush
     drain = transport.drain_events
     run_due = consumer.timer.run_due
     stopping = consumer.should_stop_now

@@ -89,6 +89,7 @@ DEFAULTS: dict[str, Any] = {
     "worker_max_message_size": 64 * 1024 * 1024,
     "worker_hostname": None,
     "worker_pool": "prefork",
+    "worker_start_method": "fork",
     "timezone": None,
     "enable_utc": True,
     "imports": (),

@@ -287,3 +287,46 @@ def test_warm_stop_finishes_running_task_and_leaves_the_rest_to_the_broker(
         runs = ledger.wait_runs(5, timeout=20)
     _no_leftovers(app, [slow, *queued])
     assert sorted(runs) == list(range(5)) and set(runs.values()) == {1}
+
+
+def test_spawned_children_import_the_app_and_run_tasks(amqp_url: str) -> None:
+    from tests.integration import spawn_app
+
+    app = spawn_app.app
+    queue = f"celeriac.test.spawn.{uuid.uuid4().hex[:8]}"
+    app.conf.task_default_queue = queue
+    try:
+        with start_worker(app, pool="prefork", concurrency=2, start_method="spawn") as worker:
+            results = [spawn_app.whoami.delay() for _ in range(20)]
+            values = [res.get(timeout=30) for res in results]
+            children = set(worker.pool.info()["processes"])
+        _no_leftovers(app, results)
+    finally:
+        with app.connection() as conn:  # type: ignore[attr-defined]
+            conn.delete_queue(queue)
+        app.close()
+    assert {pid for pid, _ in values} <= children
+    assert os.getpid() not in children
+    # a forked child would have the test runner's modules; a spawned one starts afresh
+    assert not any(forked for _, forked in values)
+
+
+def test_spawn_needs_an_importable_app(amqp_url: str) -> None:
+    app = Celery("local", broker=amqp_url)
+    app.conf.task_default_queue = f"celeriac.test.spawn.{uuid.uuid4().hex[:8]}"
+    try:
+        with (
+            pytest.raises(Exception, match="not a module-level name"),
+            start_worker(app, pool="prefork", concurrency=1, start_method="spawn"),
+        ):
+            pass
+    finally:
+        with app.connection() as conn:  # type: ignore[attr-defined]
+            conn.delete_queue(app.conf.task_default_queue)
+        app.close()
+
+
+def test_an_unknown_start_method_is_refused(env: tuple[Celery, Ledger, str]) -> None:
+    app, _, _ = env
+    with pytest.raises(Exception, match="start method must be one of fork, spawn"):
+        app.Worker(pool="prefork", concurrency=1, start_method="forkserver").pool  # noqa: B018

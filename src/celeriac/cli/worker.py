@@ -79,6 +79,13 @@ logger = logging.getLogger("celeriac.cli")
     metavar="MAX,MIN",
     help="Grow and shrink the pool between MIN and MAX processes.",
 )
+@click.option(
+    "--start-method",
+    type=click.Choice(["fork", "spawn"]),
+    default=None,
+    help="How prefork children start (worker_start_method, default fork); spawn imports "
+    "the app again in each child.",
+)
 @click.option("--print-steps", is_flag=True, help="Print the resolved bootsteps and exit.")
 @click.pass_context
 def worker(
@@ -99,6 +106,7 @@ def worker(
     soft_time_limit: float | None,
     optimization: str,
     autoscale: str | None,
+    start_method: str | None,
     print_steps: bool,
 ) -> None:
     """Start a worker: ``celeriac worker -A proj`` or ``celeriac -A proj worker``."""
@@ -137,6 +145,7 @@ def worker(
             soft_time_limit=soft_time_limit,
             fair=optimization == "fair",
             autoscale=_autoscale(autoscale),
+            start_method=start_method,
         )
     except CeleriacError as exc:
         raise click.ClickException(str(exc)) from None

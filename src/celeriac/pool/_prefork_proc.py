@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from celeriac._accel import supervisor as sup
 from celeriac.errors import ConfigurationError
-from celeriac.pool.child import child_main
+from celeriac.pool.child import app_reference, child_main, spawned_child_main
 
 if TYPE_CHECKING:
     from celeriac.app import Celery
@@ -24,7 +24,6 @@ class Proc:
     """
 
     __slots__ = (
-        "_keep",
         "baseline",
         "dead",
         "idle_since",
@@ -43,14 +42,11 @@ class Proc:
         "timed_out",
     )
 
-    def __init__(
-        self, process: Any, job_fd: int, result_fd: int, quota: int | None, keep: Any = None
-    ) -> None:
+    def __init__(self, process: Any, job_fd: int, result_fd: int, quota: int | None) -> None:
         self.process = process
         self.pid: int = process.pid
         self.job_fd = job_fd
         self.result_fd = result_fd
-        self._keep = keep
         self.out = bytearray()
         self.slots = sup.ChildSlots()
         self.records = sup.CompletionDecoder()
@@ -118,14 +114,13 @@ def spawn(
         process.start()
         os.close(job_r)
         os.close(res_w)
-        keep = None
     else:
         # connections are what billiard knows how to hand to a spawned child
         job_rc, job_wc = ctx.Pipe(duplex=False)
         res_rc, res_wc = ctx.Pipe(duplex=False)
         process = ctx.Process(
-            target=child_main,
-            args=(app, job_rc, res_wc, [], hostname, watch_memory),
+            target=spawned_child_main,
+            args=(app_reference(app), job_rc, res_wc, [], hostname, watch_memory),
             daemon=True,
         )
         try:
@@ -136,8 +131,11 @@ def spawn(
             ) from exc
         job_rc.close()
         res_wc.close()
-        job_w, res_r = job_wc.fileno(), res_rc.fileno()
-        keep = (job_wc, res_rc)
+        # plain descriptors of our own, closed by the pool like a forked child's; the
+        # connection objects would close their numbers again when collected
+        job_w, res_r = os.dup(job_wc.fileno()), os.dup(res_rc.fileno())
+        job_wc.close()
+        res_rc.close()
     os.set_blocking(job_w, False)
     os.set_blocking(res_r, False)
-    return Proc(process, job_w, res_r, quota, keep)
+    return Proc(process, job_w, res_r, quota)

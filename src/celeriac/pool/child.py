@@ -12,10 +12,12 @@ the parent always knows which job a child that dies was running.
 from __future__ import annotations
 
 import contextlib
+import importlib
 import logging
 import os
 import select
 import signal
+import sys
 import threading
 import time
 from collections import deque
@@ -25,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 from celeriac import serialization, signals
 from celeriac._accel import message as message_impl
 from celeriac._accel import supervisor as sup
-from celeriac.errors import SoftTimeLimitExceeded
+from celeriac.errors import ConfigurationError, SoftTimeLimitExceeded
 from celeriac.worker.consumer.tasks import _body_loader
 from celeriac.worker.executor import execute_request
 from celeriac.worker.request import Request
@@ -34,7 +36,7 @@ from celeriac.worker.state import WorkerState
 if TYPE_CHECKING:
     from celeriac.app import Celery
 
-__all__ = ["child_main", "current_rss_kib"]
+__all__ = ["app_reference", "child_main", "current_rss_kib", "spawned_child_main"]
 
 logger = logging.getLogger("celeriac.pool.prefork")
 
@@ -213,3 +215,28 @@ def child_main(
     finally:
         with contextlib.suppress(Exception):
             app.close()
+
+
+def app_reference(app: Celery) -> str:
+    """``module:attribute`` where ``app`` lives, so a spawned child can import the same app.
+
+    Raises:
+        ConfigurationError: the app is not a module-level attribute of an importable module.
+    """
+    for name, module in list(sys.modules.items()):
+        if name in ("__main__", "__mp_main__") or module is None:
+            continue
+        for attr, value in list(getattr(module, "__dict__", {}).items()):
+            if value is app and not attr.startswith("_"):
+                return f"{name}:{attr}"
+    raise ConfigurationError(
+        f"cannot start prefork children with start method 'spawn': app {app.main!r} is not "
+        "a module-level name in an importable module (spawned children import it again)"
+    )
+
+
+def spawned_child_main(app_ref: str, *args: Any, **kwargs: Any) -> None:
+    """:func:`child_main` for a spawned child: import the app named by ``app_ref`` first."""
+    module_name, _, attr = app_ref.partition(":")
+    app = getattr(importlib.import_module(module_name), attr)
+    child_main(app, *args, **kwargs)

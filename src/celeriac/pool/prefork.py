@@ -19,7 +19,7 @@ from collections import deque
 from typing import TYPE_CHECKING, Any
 
 from celeriac._accel import supervisor as sup
-from celeriac.errors import ProtocolError
+from celeriac.errors import ConfigurationError, ProtocolError
 from celeriac.pool._prefork_fail import time_limit_exceeded, worker_lost
 from celeriac.pool._prefork_proc import Proc, spawn
 
@@ -55,6 +55,7 @@ AUTOSCALE_IDLE = 5.0
 """Seconds a child must be idle before autoscale stops it."""
 TERMINATE_GRACE = 1.0
 _READ_SIZE = 1 << 16
+START_METHODS = ("fork", "spawn")
 
 
 class PreforkPool:
@@ -123,6 +124,11 @@ class PreforkPool:
         self._held: dict[int, Request | None] = {}  # started; None once acked (or acks late)
         self._held_since = 0.0  # when the oldest early ack still held was held; 0.0: none
         self._held_count = 0  # early acks held (entries of _held that are not None)
+        if start_method not in START_METHODS:
+            raise ConfigurationError(
+                f"prefork start method must be one of {', '.join(START_METHODS)}, "
+                f"not {start_method!r}"
+            )
         self.start_method = start_method
         # the Pool step hands over the worker's bound wake method: the node name is on it
         self.hostname = hostname or f"celeriac@{socket.gethostname()}"

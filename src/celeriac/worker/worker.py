@@ -75,6 +75,7 @@ class WorkController:
         soft_time_limit: float | None = None,
         fair: bool = False,
         autoscale: tuple[int, int] | None = None,
+        start_method: str | None = None,
         **_: Any,
     ) -> None:
         self.app = app
@@ -101,6 +102,7 @@ class WorkController:
             ),
             "fair": fair,
             "autoscale": autoscale,
+            "start_method": start_method or conf.worker_start_method,
         }
         self.state = WorkerState()
         self.cold_shutdown = False

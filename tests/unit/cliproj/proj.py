@@ -11,8 +11,10 @@ app = Celery("proj", broker="memory://cliproj", backend="memory://cliproj")
 
 @app.task(name="proj.touch")
 def touch(path: str) -> None:
-    with open(path, "w", encoding="utf-8") as fh:
+    # written whole, then renamed: the test reads it as soon as it exists
+    with open(f"{path}.tmp", "w", encoding="utf-8") as fh:
         fh.write(str(os.getpid()))
+    os.replace(f"{path}.tmp", path)
 
 
 if os.environ.get("CLIPROJ_TOUCH"):

@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from celeriac.backends.base import Backend
     from celeriac.result import AsyncResult as AsyncResultT
     from celeriac.transports.base import Transport
+    from celeriac.worker.executor import Executor
     from celeriac.worker.worker import WorkController
 
 __all__ = ["Celery", "TaskRegistry", "current_app", "shared_task"]
@@ -457,6 +458,13 @@ class Celery:
         )
 
     # -- worker
+    @property
+    def executor(self) -> Executor:
+        """How a worker runs this app's tasks (celeriac's tracer)."""
+        from celeriac.worker.executor import DEFAULT_EXECUTOR
+
+        return DEFAULT_EXECUTOR
+
     def Worker(self, **kwargs: Any) -> WorkController:
         from celeriac.worker.worker import WorkController
 

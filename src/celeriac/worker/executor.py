@@ -4,22 +4,32 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, NamedTuple
 
-from celeriac import states
+from celeriac import signals, states
 from celeriac.errors import (
     ContentDisallowed,
     DecodeError,
     InvalidTaskError,
+    SoftTimeLimitExceeded,
     TaskRevokedError,
 )
-from celeriac.worker.trace import trace_task
+from celeriac.worker.trace import ExceptionInfo, _on_failure, trace_task
 
 if TYPE_CHECKING:
+    from celeriac.app import Celery
     from celeriac.worker.request import Request
     from celeriac.worker.state import WorkerState
 
-__all__ = ["execute_request", "revoke_request"]
+__all__ = [
+    "DEFAULT_EXECUTOR",
+    "Executor",
+    "decode_request",
+    "execute_request",
+    "fail_request",
+    "revoke_request",
+]
 
 logger = logging.getLogger("celeriac.worker")
 
@@ -32,26 +42,10 @@ def execute_request(request: Request, state: WorkerState) -> str | None:
     """
     message = request.message
     task = request.task
-    try:
-        args, kwargs, embed = message.decode_body()
-    except DecodeError as exc:
-        # Celery acks what it cannot decode so the message does not loop forever
-        logger.critical(
-            "can't decode message body of task %s[%s]: %s (headers=%r, body=%r)",
-            message.name,
-            message.id,
-            exc,
-            message.headers,
-            message.body[:256],
-        )
-        request.acknowledge()
+    body = decode_request(request)
+    if body is None:
         return None
-    except (InvalidTaskError, ContentDisallowed) as exc:
-        logger.error(
-            "received invalid task message %s[%s]: %s; rejected", message.name, message.id, exc
-        )
-        request.reject(requeue=False)
-        return None
+    args, kwargs, embed = body
     if message.id in state.revoked or (
         message.expires_at is not None and message.expires_at < time.time()
     ):
@@ -87,6 +81,32 @@ def execute_request(request: Request, state: WorkerState) -> str | None:
     return result.state
 
 
+def decode_request(request: Request) -> tuple[list[Any], dict[str, Any], dict[str, Any]] | None:
+    """The body of ``request`` as ``(args, kwargs, embed)``; ``None`` when it cannot be run,
+    after acking (undecodable) or rejecting (invalid) it as Celery does."""
+    message = request.message
+    try:
+        return message.decode_body()
+    except DecodeError as exc:
+        # Celery acks what it cannot decode so the message does not loop forever
+        logger.critical(
+            "can't decode message body of task %s[%s]: %s (headers=%r, body=%r)",
+            message.name,
+            message.id,
+            exc,
+            message.headers,
+            message.body[:256],
+        )
+        request.acknowledge()
+        return None
+    except (InvalidTaskError, ContentDisallowed) as exc:
+        logger.error(
+            "received invalid task message %s[%s]: %s; rejected", message.name, message.id, exc
+        )
+        request.reject(requeue=False)
+        return None
+
+
 def revoke_request(request: Request, state: WorkerState, expired: bool) -> None:
     """Skip a revoked or expired task: store REVOKED and ack, as Celery does."""
     message = request.message
@@ -103,3 +123,64 @@ def revoke_request(request: Request, state: WorkerState, expired: bool) -> None:
         message.id, TaskRevokedError(reason), states.REVOKED, None, ctx, children=None
     )
     request.acknowledge()
+
+
+def fail_request(request: Request, exc: Exception) -> None:
+    """Store FAILURE ``exc`` for ``request`` and run its ``on_failure`` and errbacks, as the
+    tracer does when the task itself raises (a hard time limit, a lost child)."""
+    task = request.task
+    try:
+        args, kwargs, embed = request.message.decode_body()
+    except Exception:
+        args, kwargs, embed = [], {}, {}
+    ctx = request.context(args, kwargs, embed)
+    store_errors = not (task.ignore_result or ctx.ignore_result) or bool(
+        task.store_errors_even_if_ignored
+    )
+    try:
+        _on_failure(task, ctx, exc, ExceptionInfo(exc), args, kwargs, store_errors)
+    except Exception as store_exc:
+        logger.exception(
+            "cannot record failure %r of task %s[%s]: %r", exc, request.name, request.id, store_exc
+        )
+
+
+def _process_init(app: Celery, hostname: str) -> None:
+    if signals.worker_process_init.receivers:
+        signals.worker_process_init.send(sender=hostname)
+
+
+def _process_exit(app: Celery, hostname: str, exitcode: int) -> None:
+    return None
+
+
+class Executor(NamedTuple):
+    """How a worker runs the tasks of its app, chosen once when the worker is built.
+
+    celeriac's own tasks use :data:`DEFAULT_EXECUTOR`; an app of another framework
+    (``celeriac.compat.celery``) brings its own, and the consumer, the pools and the prefork
+    children stay the same.
+    """
+
+    execute: Callable[[Request, WorkerState], str | None]
+    """Run a reserved request in this thread and settle it; return the final state."""
+    revoke: Callable[[Request, WorkerState, bool], None]
+    """Skip a revoked (``False``) or expired (``True``) request: store REVOKED, ack."""
+    fail: Callable[[Request, Exception], None]
+    """Record a failure the task could not record itself (hard time limit, lost child)."""
+    process_init: Callable[[Celery, str], None]
+    """Called with the app and node name in each prefork child before its first task."""
+    process_exit: Callable[[Celery, str, int], None]
+    """Called with the app, node name and exit code as a prefork child exits."""
+    soft_time_limit_error: type[Exception]
+    """Raised inside a task in a prefork child when its soft time limit passes."""
+
+
+DEFAULT_EXECUTOR = Executor(
+    execute=execute_request,
+    revoke=revoke_request,
+    fail=fail_request,
+    process_init=_process_init,
+    process_exit=_process_exit,
+    soft_time_limit_error=SoftTimeLimitExceeded,
+)

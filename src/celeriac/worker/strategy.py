@@ -23,7 +23,6 @@ from celeriac.errors import (
     NotRegistered,
     UnknownMessageError,
 )
-from celeriac.worker.executor import revoke_request
 from celeriac.worker.ratelimit import RateLimiter
 from celeriac.worker.request import Request
 
@@ -59,6 +58,7 @@ class Strategy:
     ) -> None:
         self.app = app
         self.tasks = app.tasks
+        self.revoke = app.executor.revoke
         self.decode = decoder.decode
         self.apply = pool.apply
         self.timer = timer
@@ -112,7 +112,7 @@ class Strategy:
         if message.id in self.state.revoked or (
             message.expires_at is not None and message.expires_at < time.time()
         ):
-            revoke_request(request, self.state, expired=message.id not in self.state.revoked)
+            self.revoke(request, self.state, message.id not in self.state.revoked)
             return
         eta_at = message.eta_at
         if eta_at is not None and eta_at > time.time():

@@ -102,6 +102,7 @@ class WorkController:
             "fair": fair,
             "autoscale": autoscale,
         }
+        self.executor = app.executor
         self.state = WorkerState()
         self.cold_shutdown = False
         self.steps: list[Step] = []

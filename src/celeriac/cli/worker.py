@@ -9,6 +9,7 @@ from typing import Any
 
 import click
 
+from celeriac.cli.worker_options import pid_file, pool_name, unsupported_options
 from celeriac.errors import CeleriacError
 from celeriac.urls import mask_url
 
@@ -29,14 +30,13 @@ logger = logging.getLogger("celeriac.cli")
 @click.option("-b", "--broker", default=None, help="Broker URL.")
 @click.option("--result-backend", default=None, help="Result backend URL.")
 @click.option("-Q", "--queues", default=None, help="Comma-separated queues to consume.")
+@click.option("-X", "--exclude-queues", default=None, help="Comma-separated queues not to consume.")
 @click.option("-c", "--concurrency", type=int, default=None, help="Parallel tasks.")
 @click.option(
     "-P",
     "--pool",
-    type=click.Choice(["prefork", "threads", "solo"]),
-    default="prefork",
-    show_default=True,
-    help="Execution pool: prefork (child processes), threads, or solo (inline).",
+    default=None,
+    help="Execution pool: prefork (child processes; the default), threads, or solo (inline).",
 )
 @click.option(
     "--prefetch-multiplier",
@@ -79,7 +79,20 @@ logger = logging.getLogger("celeriac.cli")
     metavar="MAX,MIN",
     help="Grow and shrink the pool between MIN and MAX processes.",
 )
+@click.option("--pidfile", default=None, help="Write the worker's pid to this file.")
+@click.option(
+    "--without-gossip", is_flag=True, help="Accepted for Celery; celeriac does not gossip."
+)
+@click.option(
+    "--without-mingle", is_flag=True, help="Accepted for Celery; celeriac does not mingle."
+)
+@click.option(
+    "--without-heartbeat",
+    is_flag=True,
+    help="Accepted for Celery; celeriac sends no worker heartbeat events.",
+)
 @click.option("--print-steps", is_flag=True, help="Print the resolved bootsteps and exit.")
+@unsupported_options
 @click.pass_context
 def worker(
     ctx: click.Context,
@@ -87,8 +100,9 @@ def worker(
     broker: str | None,
     result_backend: str | None,
     queues: str | None,
+    exclude_queues: str | None,
     concurrency: int | None,
-    pool: str,
+    pool: str | None,
     prefetch_multiplier: int | None,
     hostname: str | None,
     loglevel: str,
@@ -99,6 +113,10 @@ def worker(
     soft_time_limit: float | None,
     optimization: str,
     autoscale: str | None,
+    pidfile: str | None,
+    without_gossip: bool,
+    without_mingle: bool,
+    without_heartbeat: bool,
     print_steps: bool,
 ) -> None:
     """Start a worker: ``celeriac worker -A proj`` or ``celeriac -A proj worker``."""
@@ -119,17 +137,18 @@ def worker(
         raise click.ClickException(str(exc)) from None
     broker = broker or parent.get("broker")
     result_backend = result_backend or parent.get("result_backend")
-    if broker:
-        app.conf.broker_url = broker
-    if result_backend:
-        app.conf.result_backend = result_backend
-        app._reset_backend()
+    app.override(broker_url=broker, result_backend=result_backend)
+    pool = pool_name(pool or app.conf.worker_pool)
+    try:
+        consume = app.worker_queues(_names(queues), _names(exclude_queues))
+    except CeleriacError as exc:
+        raise click.BadParameter(str(exc), param_hint="-Q/-X") from None
     try:
         controller = app.Worker(
             hostname=hostname,
             pool=pool,
             concurrency=concurrency,
-            queues=[q.strip() for q in queues.split(",") if q.strip()] if queues else None,
+            queues=consume,
             prefetch_multiplier=prefetch_multiplier,
             max_tasks_per_child=max_tasks_per_child,
             max_memory_per_child=max_memory_per_child,
@@ -163,10 +182,15 @@ def worker(
         pool,
         ",".join(controller.queues),
     )
-    try:
-        controller.start()
-    except CeleriacError as exc:
-        raise click.ClickException(str(exc)) from None
+    with pid_file(pidfile):
+        try:
+            controller.start()
+        except CeleriacError as exc:
+            raise click.ClickException(str(exc)) from None
+
+
+def _names(value: str | None) -> list[str]:
+    return [name.strip() for name in (value or "").split(",") if name.strip()]
 
 
 def _autoscale(value: str | None) -> tuple[int, int] | None:

@@ -1,0 +1,468 @@
+"""One Celery project, two workers: ``celery worker`` and ``celeriac worker`` pass the same tests.
+
+The project (``tests/compat/celery_project``) is a plain ``celery.Celery`` app. Each worker
+runs as a separate process started the same way (``python -m celery|celeriac -A proj worker``
+with the same flags), on RabbitMQ and on a Redis broker, with the Redis result backend. The
+tests send tasks with a Celery client and read what happened from the results and from a
+Redis ledger the tasks and signal receivers write to.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+pytestmark = pytest.mark.integration
+
+ROOT = Path(__file__).resolve().parents[2]
+# pyamqp://, not amqp://: with librabbitmq importable kombu would pick it for amqp://
+AMQP = os.environ.get("CELERIAC_TEST_AMQP", "pyamqp://guest:guest@127.0.0.1:5672//")
+REDIS_BROKER = "redis://127.0.0.1:6379/13"
+BACKEND = "redis://127.0.0.1:6379/15"
+PROJECT = "tests.compat.celery_project"
+
+
+class Run:
+    """One worker process of one kind on one broker, and a client to talk to it."""
+
+    def __init__(self, kind: str, broker: str, pool: str) -> None:
+        import celery
+        import redis
+
+        from tests.compat.celery_project.celery import configure
+
+        uid = uuid.uuid4().hex[:10]
+        self.kind = kind
+        self.pool = pool
+        self.broker_kind = broker
+        self.broker = AMQP if broker == "amqp" else REDIS_BROKER
+        self.queue = f"celeriac.test.cp.{uid}"
+        self.prefix = f"celeriac.test.cp.{uid}"
+        self.nodename = f"cp-{kind}-{uid}@{socket.gethostname()}"
+        self.ledger = redis.Redis.from_url(BACKEND, decode_responses=True)
+        self.client: Any = celery.Celery(f"client-{uid}", set_as_current=False)
+        configure(self.client, queue=self.queue, broker=self.broker, backend=BACKEND)
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.output = ""
+
+    def command(self) -> list[str]:
+        return [
+            sys.executable,
+            "-m",
+            self.kind,
+            "-A",
+            PROJECT,
+            "worker",
+            "-P",
+            self.pool,
+            "-c",
+            "2",
+            "-X",
+            f"{self.queue}.excluded",
+            "-n",
+            f"cp-{self.kind}-{self.queue.rsplit('.', 1)[1]}@%h",
+            "--without-gossip",
+            "--without-mingle",
+            "--without-heartbeat",
+            "-l",
+            "warning",
+        ]
+
+    def start(self) -> None:
+        env = {
+            **os.environ,
+            "CP_PREFIX": self.prefix,
+            "CP_QUEUE": self.queue,
+            "CP_BROKER": self.broker,
+            "CP_BACKEND": BACKEND,
+            "CP_LEDGER": BACKEND,
+            "CP_WORKER": self.kind,
+        }
+        self.proc = subprocess.Popen(
+            self.command(), cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+        )
+        deadline = time.monotonic() + 60
+        while not self.ledger.hget(self.key("worker_ready"), "pid"):
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                self.stop()
+                pytest.fail(f"{self.kind} worker did not start:\n{self.output}")
+            time.sleep(0.1)
+
+    def stop(self) -> int:
+        proc = self.proc
+        if proc is None:
+            return 0
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+        try:
+            out, _ = proc.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            out, _ = proc.communicate()
+        self.output = out.decode(errors="replace")
+        return int(proc.returncode)
+
+    def key(self, *parts: object) -> str:
+        return ":".join([self.prefix, *(str(p) for p in parts)])
+
+    def hash(self, *parts: object) -> dict[str, str]:
+        return dict(self.ledger.hgetall(self.key(*parts)))
+
+    def runs(self, tag: str) -> int:
+        return int(self.ledger.hget(self.key("runs", tag), "n") or 0)
+
+    def send(self, name: str, *args: Any, **options: Any) -> Any:
+        return self.client.send_task(name, args, **options)
+
+    def sig(self, name: str, *args: Any, **options: Any) -> Any:
+        return self.client.signature(name, args=args, **options)
+
+    def messages_in(self, queue: str) -> int:
+        if self.broker_kind == "redis":
+            import redis
+
+            return int(redis.Redis.from_url(REDIS_BROKER).llen(queue))
+        import amqp
+
+        with amqp.Connection("127.0.0.1:5672", userid="guest", password="guest") as conn:
+            return int(conn.channel().queue_declare(queue, passive=True).message_count)
+
+    def cleanup(self) -> None:
+        self.client.close()
+        for key in self.ledger.scan_iter(f"{self.prefix}:*"):
+            self.ledger.delete(key)
+        names = [self.queue, f"{self.queue}.routed", f"{self.queue}.excluded"]
+        if self.broker_kind == "redis":
+            import redis
+
+            broker = redis.Redis.from_url(REDIS_BROKER)
+            for pattern in (f"{self.queue}*", f"_kombu.binding.{self.queue}*"):
+                for key in broker.scan_iter(pattern):
+                    broker.delete(key)
+            return
+        import amqp
+
+        with amqp.Connection("127.0.0.1:5672", userid="guest", password="guest") as conn:
+            channel = conn.channel()
+            for name in names:
+                channel.queue_delete(name)
+            for name in (self.queue, f"{self.queue}.topic", f"{self.queue}.excluded"):
+                channel.exchange_delete(name)
+
+
+WORKERS = [
+    pytest.param(("celery", "amqp", "prefork"), id="celery-rabbitmq-prefork"),
+    pytest.param(("celery", "redis", "prefork"), id="celery-redis-prefork"),
+    pytest.param(("celeriac", "amqp", "prefork"), id="celeriac-rabbitmq-prefork"),
+    pytest.param(
+        ("celeriac", "redis", "prefork"),
+        id="celeriac-redis-prefork",
+        marks=pytest.mark.skip(reason="celeriac has no Redis broker transport yet"),
+    ),
+    pytest.param(("celeriac", "amqp", "threads"), id="celeriac-rabbitmq-threads"),
+    pytest.param(("celeriac", "amqp", "solo"), id="celeriac-rabbitmq-solo"),
+]
+
+
+@pytest.fixture(scope="module", params=WORKERS)
+def run(request: pytest.FixtureRequest) -> Iterator[Run]:
+    kind, broker, pool = request.param
+    made = Run(kind, broker, pool)
+    try:
+        made.start()
+        yield made
+    finally:
+        made.stop()
+        made.cleanup()
+
+
+def wait_for(check: Callable[[], Any], timeout: float = 20.0) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value or time.monotonic() > deadline:
+            return value
+        time.sleep(0.05)
+
+
+# -- plain, bound, routing
+
+
+def test_plain_task(run: Run) -> None:
+    assert run.send("cp.add", 2, 3).get(timeout=30) == 5
+
+
+def test_bound_task_sees_its_request(run: Run) -> None:
+    result = run.send("cp.whoami", 1, "two", kwargs={"k": [3]})
+    info = result.get(timeout=20)
+    assert info == {
+        "id": result.id,
+        "task": "cp.whoami",
+        "retries": 0,
+        "hostname": run.nodename,
+        "is_eager": False,
+        "routing_key": run.queue,
+        "args": [1, "two"],
+        "kwargs": {"k": [3]},
+        "root_id": result.id,
+        "name": "cp.whoami",
+    }
+
+
+def test_task_routes_and_task_queues(run: Run) -> None:
+    # a topic exchange declared from task_queues, bound with ``cp.#``
+    assert run.send("cp.routed").get(timeout=20) == "cp.routed.key"
+
+
+def test_excluded_queue_is_not_consumed(run: Run) -> None:
+    result = run.send("cp.excluded")
+    assert run.send("cp.add", 1, 1).get(timeout=20) == 2
+    time.sleep(0.3)
+    assert result.state == "PENDING"
+    assert run.messages_in(f"{run.queue}.excluded") == 1
+
+
+# -- retries
+
+
+def test_retry_with_countdown(run: Run) -> None:
+    tag = uuid.uuid4().hex
+    result = run.send("cp.retry_countdown", tag)
+    assert result.get(timeout=20) == 2
+    assert run.runs(tag) == 3
+    assert run.hash("signals", result.id).get("retry") == "2"
+
+
+def test_retry_exhausted_raises_the_retried_exception(run: Run) -> None:
+    result = run.send("cp.retry_exhausted")
+    with pytest.raises(Exception) as info:
+        result.get(timeout=20)
+    assert type(info.value).__name__ == "ProjectError"
+    assert info.value.args == ("gave up",)
+
+
+def test_autoretry_with_backoff(run: Run) -> None:
+    tag = uuid.uuid4().hex
+    assert run.send("cp.autoretry", tag).get(timeout=20) == 2
+    assert run.runs(tag) == 3
+
+
+# -- Reject, Ignore, replace
+
+
+def test_reject_without_requeue_is_a_failure(run: Run) -> None:
+    tag = uuid.uuid4().hex
+    result = run.send("cp.reject_drop", tag)
+    assert wait_for(lambda: result.state == "FAILURE")
+    assert type(result.result).__name__ == "Reject"
+    assert run.runs(tag) == 1
+    assert run.hash("signals", result.id).get("failure:Reject") == "1"
+
+
+def test_reject_with_requeue_runs_again(run: Run) -> None:
+    tag = uuid.uuid4().hex
+    assert run.send("cp.reject_requeue", tag).get(timeout=20) == "second time"
+    assert run.runs(tag) == 2
+
+
+def test_ignore_stores_nothing(run: Run) -> None:
+    tag = uuid.uuid4().hex
+    result = run.send("cp.ignore", tag)
+    assert wait_for(lambda: run.hash("signals", result.id).get("postrun:IGNORED"))
+    assert run.runs(tag) == 1
+    assert result.state == "PENDING"
+
+
+def test_replace(run: Run) -> None:
+    assert run.send("cp.replace", 1).get(timeout=20) == 101
+
+
+# -- canvas
+
+
+def test_chain(run: Run) -> None:
+    from celery import chain
+
+    workflow = chain(run.sig("cp.add", 1, 2), run.sig("cp.add", 3), run.sig("cp.mul", 2))
+    assert workflow.apply_async().get(timeout=20) == 12
+
+
+def test_group(run: Run) -> None:
+    from celery import group
+
+    result = group(run.sig("cp.add", i, i) for i in range(6)).apply_async()
+    assert result.get(timeout=20) == [0, 2, 4, 6, 8, 10]
+
+
+def test_chord_counts_in_the_redis_backend(run: Run) -> None:
+    from celery import chord
+
+    header = [run.sig("cp.add", i, i) for i in range(8)]
+    assert chord(header)(run.sig("cp.tsum")).get(timeout=20) == 56
+
+
+def test_chunks(run: Run) -> None:
+    from celery.canvas import chunks
+
+    result = chunks(run.sig("cp.add"), [(i, i) for i in range(7)], 3, app=run.client)
+    assert result.apply_async().get(timeout=20) == [[0, 2, 4], [6, 8, 10], [12]]
+
+
+def test_map_and_starmap(run: Run) -> None:
+    from celery.canvas import xmap, xstarmap
+
+    assert xmap(run.sig("cp.tsum"), [[1, 2], [3, 4]], app=run.client).apply_async().get(
+        timeout=20
+    ) == [3, 7]
+    assert xstarmap(run.sig("cp.add"), [(1, 2), (3, 4)], app=run.client).apply_async().get(
+        timeout=20
+    ) == [3, 7]
+
+
+# -- ETA, countdown, expires
+
+
+def test_eta_and_countdown_wait(run: Run) -> None:
+    eta = datetime.now(timezone.utc) + timedelta(seconds=1.5)
+    by_eta = run.send("cp.when", "eta", eta=eta)
+    sent = time.time()
+    by_countdown = run.send("cp.when", "countdown", countdown=1)
+    assert run.send("cp.add", 1, 1).get(timeout=20) == 2  # not held up by the two above
+    assert by_countdown.get(timeout=20) >= sent + 1 - 0.05
+    assert by_eta.get(timeout=20) >= eta.timestamp() - 0.05
+
+
+def test_expired_task_is_revoked(run: Run) -> None:
+    result = run.send("cp.add", 1, 1, expires=datetime.now(timezone.utc) - timedelta(seconds=5))
+    assert wait_for(lambda: result.state == "REVOKED")
+    assert run.hash("signals", result.id) == {"revoked:True": "1"}
+
+
+# -- time limits
+
+
+def needs_prefork(run: Run) -> None:
+    if run.pool != "prefork":
+        pytest.skip(f"time limits need the prefork pool (in Celery too), not {run.pool}")
+
+
+def test_soft_time_limit_is_raised_in_the_task(run: Run) -> None:
+    needs_prefork(run)
+    assert run.send("cp.soft_limit").get(timeout=20) == "soft limit caught"
+
+
+def test_hard_time_limit_kills_the_task_not_the_worker(run: Run) -> None:
+    needs_prefork(run)
+    result = run.send("cp.hard_limit")
+    with pytest.raises(Exception) as info:
+        result.get(timeout=20)
+    assert type(info.value).__name__ == "TimeLimitExceeded"
+    assert run.hash("signals", result.id).get("failure:TimeLimitExceeded") == "1"
+    assert run.send("cp.add", 2, 2).get(timeout=20) == 4
+
+
+# -- results, hooks, signals, errors
+
+
+def test_ignore_result(run: Run) -> None:
+    tag = uuid.uuid4().hex
+    result = run.send("cp.no_result", tag)
+    assert wait_for(lambda: run.hash("signals", result.id).get("postrun:SUCCESS"))
+    assert run.runs(tag) == 1
+    assert result.state == "PENDING"
+
+
+def test_custom_task_base_class_hooks(run: Run) -> None:
+    ok = run.send("cp.audited_ok", 4)
+    assert ok.get(timeout=20) == 8
+    assert wait_for(lambda: len(run.hash("hooks", ok.id)) == 3)
+    assert run.hash("hooks", ok.id) == {
+        "before_start": "1",
+        "on_success:8": "1",
+        "after_return:SUCCESS": "1",
+    }
+    failed = run.send("cp.audited_fail")
+    with pytest.raises(Exception, match="audited failure"):
+        failed.get(timeout=20)
+    assert wait_for(lambda: len(run.hash("hooks", failed.id)) == 3)
+    assert run.hash("hooks", failed.id) == {
+        "before_start": "1",
+        "on_failure:ProjectError": "1",
+        "after_return:FAILURE": "1",
+    }
+    retried = run.send("cp.audited_retry")
+    assert retried.get(timeout=20) == "retried"
+    assert wait_for(lambda: len(run.hash("hooks", retried.id)) == 4)
+    assert run.hash("hooks", retried.id) == {
+        "before_start": "2",
+        "on_retry:ProjectError": "1",
+        "on_success:retried": "1",
+        "after_return:SUCCESS": "1",
+    }
+
+
+def test_task_signals(run: Run) -> None:
+    ok = run.send("cp.add", 5, 5)
+    assert ok.get(timeout=20) == 10
+    failed = run.send("cp.fail", "boom", 42)
+    with pytest.raises(Exception) as info:
+        failed.get(timeout=20)
+    assert type(info.value).__name__ == "ProjectError"
+    assert info.value.args == ("boom", 42)
+    assert wait_for(lambda: "postrun:SUCCESS" in run.hash("signals", ok.id))
+    assert run.hash("signals", ok.id) == {"prerun": "1", "success": "1", "postrun:SUCCESS": "1"}
+    assert wait_for(lambda: "postrun:FAILURE" in run.hash("signals", failed.id))
+    assert run.hash("signals", failed.id) == {
+        "prerun": "1",
+        "failure:ProjectError": "1",
+        "postrun:FAILURE": "1",
+    }
+
+
+def test_unpicklable_exception(run: Run) -> None:
+    result = run.send("cp.unpicklable")
+    with pytest.raises(Exception) as info:
+        result.get(timeout=20)
+    assert type(info.value).__name__ == "UnpickleableExceptionWrapper"
+    assert info.value.exc_cls_name == "Unpicklable"
+    assert info.value.exc_args == ("cannot pickle me",)
+    assert run.send("cp.add", 3, 3).get(timeout=20) == 6
+
+
+def test_acks_late_runs_once(run: Run) -> None:
+    tag = uuid.uuid4().hex
+    assert run.send("cp.late", tag).get(timeout=20) == 1
+    assert run.runs(tag) == 1
+
+
+def test_worker_signals(run: Run) -> None:
+    assert run.hash("worker_init") == {"n": "1"}
+    assert run.hash("worker_ready")["pid"] == str(run.proc.pid if run.proc else None)
+    inits = run.hash("process_init")
+    main_pid = str(run.proc.pid if run.proc else None)
+    if run.pool == "prefork":
+        assert inits, "worker_process_init was not sent"
+        assert set(inits.values()) == {run.nodename}
+        assert main_pid not in inits  # sent in the children
+    elif run.pool == "solo":  # the worker's process is the pool's, as in Celery
+        assert inits == {main_pid: run.nodename}
+    else:
+        assert inits == {}
+
+
+def test_zz_warm_shutdown(run: Run) -> None:
+    assert run.stop() == 0, run.output
+    assert run.hash("worker_shutdown") == {"n": "1"}
+    if run.pool == "prefork":
+        assert set(run.hash("process_shutdown").values()) == {run.nodename}

@@ -124,3 +124,21 @@ def test_excluding_every_queue_is_an_error() -> None:
     result = CliRunner().invoke(main, ["worker", "-A", PROJECT, "-X", every, "--print-steps"])
     assert result.exit_code == 2
     assert "every queue is excluded" in result.output
+
+
+def test_celery_bootsteps_are_refused_by_name() -> None:
+    from celery import bootsteps
+
+    from tests.compat.celery_project.celery import app
+
+    class Audit(bootsteps.StartStopStep):  # type: ignore[misc]
+        pass
+
+    app.steps["worker"].add(Audit)
+    try:
+        result = CliRunner().invoke(main, ["worker", "-A", PROJECT, "--print-steps"])
+    finally:
+        app.steps["worker"].discard(Audit)
+    assert result.exit_code == 1
+    assert "celery bootsteps in app.steps are not supported" in result.output
+    assert "Audit" in result.output

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from celeriac import signals
 from celeriac.app import Celery
+from celeriac.errors import ConfigurationError
 
 if TYPE_CHECKING:
     from celeriac.transports.base import Transport
@@ -118,6 +119,17 @@ class CeleryHost(Celery):
 
         capp = self.celery_app
         capp.loader.init_worker()
+        steps = sorted(
+            f"{step.__module__}.{step.__qualname__}"
+            for kind in ("worker", "consumer")
+            for step in capp.steps.get(kind, ())
+        )
+        if steps:
+            # they are written against Celery's worker internals; not running them silently
+            # would drop what the user added
+            raise ConfigurationError(
+                f"celery bootsteps in app.steps are not supported by celeriac: {', '.join(steps)}"
+            )
         trace.setup_worker_optimizations(capp)
         # the tasks of a worker must not block on other results (``result.get()`` in a task)
         _state._set_task_join_will_block(True)

@@ -17,7 +17,7 @@ def on_worker_init(sender: Any = None, **_: Any) -> None:
 
 @signals.worker_ready.connect
 def on_worker_ready(sender: Any = None, **_: Any) -> None:
-    ledger.record("worker_ready", "pid", os.getpid())
+    ledger.record("worker_ready", os.environ.get("CP_WORKER", "pid"), os.getpid())
 
 
 @signals.worker_shutdown.connect

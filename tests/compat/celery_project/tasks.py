@@ -210,5 +210,20 @@ def pid() -> int:
 
 @app.task(name="cp.ledger_hit")
 def ledger_hit(run: str, n: int) -> None:
-    ledger.client().hincrby(ledger.key("hits", run), str(n), 1)
-    ledger.client().hincrby(ledger.key("by_worker", run), os.environ.get("CP_WORKER", "?"), 1)
+    pipe = ledger.client().pipeline(transaction=False)
+    pipe.hincrby(ledger.key("hits", run), str(n), 1)
+    pipe.hincrby(ledger.key("by_worker", run), os.environ.get("CP_WORKER", "?"), 1)
+    pipe.execute()
+
+
+@app.task(name="cp.die")
+def die(tag: str) -> None:
+    ledger.count("runs", tag)
+    os._exit(1)
+
+
+@app.task(name="cp.die_once", acks_late=True, reject_on_worker_lost=True)
+def die_once(tag: str) -> str:
+    if ledger.count("runs", tag) == 1:
+        os._exit(1)
+    return "survived"

@@ -326,6 +326,16 @@ def test_unpicklable_exception(run: Run) -> None:
     assert run.send("cp.add", 3, 3).get(timeout=20) == 6
 
 
+def test_unregistered_task_fails_with_not_registered(run: Run) -> None:
+    result = run.send("cp.not_a_task", 1)
+    with pytest.raises(Exception) as info:
+        result.get(timeout=20)
+    assert type(info.value).__name__ == "NotRegistered"
+    assert type(info.value).__module__ == "celery.exceptions"
+    assert info.value.args == ("cp.not_a_task",)
+    assert run.send("cp.add", 4, 4).get(timeout=20) == 8
+
+
 def test_acks_late_runs_once(run: Run) -> None:
     tag = uuid.uuid4().hex
     assert run.send("cp.late", tag).get(timeout=20) == 1

@@ -18,6 +18,7 @@ from celeriac.errors import TimeLimitExceeded as CeleriacTimeLimitExceeded
 from celeriac.worker.executor import Executor, decode_request
 
 if TYPE_CHECKING:
+    from celeriac._speedups_py.message import TaskMessage
     from celeriac.app import Celery
     from celeriac.worker.request import Request
     from celeriac.worker.state import WorkerState
@@ -232,6 +233,31 @@ def fail(request: Request, exc: Exception) -> None:
     _record_failure(request.task, req, converted, call_hooks=timeout)
 
 
+def unknown(app: Celery, message: TaskMessage) -> None:
+    """A task the Celery app does not have: FAILURE with Celery's ``NotRegistered``, stored
+    and signalled as Celery's consumer does."""
+    from celery import signals as celery_signals
+    from celery.exceptions import NotRegistered
+    from celery.utils.objects import Bunch
+
+    capp: Any = getattr(app, "celery_app", None)
+    request = Bunch(
+        name=message.name,
+        chord=None,
+        root_id=message.root_id,
+        correlation_id=message.correlation_id,
+        reply_to=message.reply_to,
+        errbacks=None,
+    )
+    exc = NotRegistered(message.name)
+    try:
+        capp.backend.mark_as_failure(message.id, exc, request=request)
+    finally:
+        celery_signals.task_unknown.send(
+            sender=None, message=message, exc=exc, name=message.name, id=message.id
+        )
+
+
 def process_init(app: Celery, hostname: str) -> None:
     """A prefork child before its first task, as Celery's ``process_initializer``."""
     from celery import _state
@@ -270,6 +296,7 @@ CELERY_EXECUTOR = Executor(
     execute=execute,
     revoke=revoke,
     fail=fail,
+    unknown=unknown,
     process_init=process_init,
     process_exit=process_exit,
     soft_time_limit_error=_soft_time_limit_error(),

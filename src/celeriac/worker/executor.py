@@ -8,16 +8,19 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from celeriac import signals, states
+from celeriac.context import Context
 from celeriac.errors import (
     ContentDisallowed,
     DecodeError,
     InvalidTaskError,
+    NotRegistered,
     SoftTimeLimitExceeded,
     TaskRevokedError,
 )
 from celeriac.worker.trace import ExceptionInfo, _on_failure, trace_task
 
 if TYPE_CHECKING:
+    from celeriac._speedups_py.message import TaskMessage
     from celeriac.app import Celery
     from celeriac.worker.request import Request
     from celeriac.worker.state import WorkerState
@@ -29,6 +32,7 @@ __all__ = [
     "execute_request",
     "fail_request",
     "revoke_request",
+    "store_unknown",
 ]
 
 logger = logging.getLogger("celeriac.worker")
@@ -145,6 +149,19 @@ def fail_request(request: Request, exc: Exception) -> None:
         )
 
 
+def store_unknown(app: Celery, message: TaskMessage) -> None:
+    """Store FAILURE ``NotRegistered`` for a task this worker does not know, so that whoever
+    waits for its result does not wait forever."""
+    # reply_to/correlation_id let the RPC backend route the failure to the client
+    request = Context(
+        id=message.id,
+        task=message.name,
+        reply_to=message.reply_to,
+        correlation_id=message.correlation_id,
+    )
+    app.backend.store_result(message.id, NotRegistered(message.name), states.FAILURE, None, request)
+
+
 def _process_init(app: Celery, hostname: str) -> None:
     if signals.worker_process_init.receivers:
         signals.worker_process_init.send(sender=hostname)
@@ -168,6 +185,8 @@ class Executor(NamedTuple):
     """Skip a revoked (``False``) or expired (``True``) request: store REVOKED, ack."""
     fail: Callable[[Request, Exception], None]
     """Record a failure the task could not record itself (hard time limit, lost child)."""
+    unknown: Callable[[Celery, TaskMessage], None]
+    """Record the failure of a message naming a task the app does not have (may raise)."""
     process_init: Callable[[Celery, str], None]
     """Called with the app and node name in each prefork child before its first task."""
     process_exit: Callable[[Celery, str, int], None]
@@ -180,6 +199,7 @@ DEFAULT_EXECUTOR = Executor(
     execute=execute_request,
     revoke=revoke_request,
     fail=fail_request,
+    unknown=store_unknown,
     process_init=_process_init,
     process_exit=_process_exit,
     soft_time_limit_error=SoftTimeLimitExceeded,

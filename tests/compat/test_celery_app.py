@@ -307,9 +307,15 @@ def test_task_signals(run: Run) -> None:
     assert type(info.value).__name__ == "ProjectError"
     assert info.value.args == ("boom", 42)
     assert wait_for(lambda: "postrun:SUCCESS" in run.hash("signals", ok.id))
-    assert run.hash("signals", ok.id) == {"prerun": "1", "success": "1", "postrun:SUCCESS": "1"}
+    assert run.hash("signals", ok.id) == {
+        "received:cp.add": "1",
+        "prerun": "1",
+        "success": "1",
+        "postrun:SUCCESS": "1",
+    }
     assert wait_for(lambda: "postrun:FAILURE" in run.hash("signals", failed.id))
     assert run.hash("signals", failed.id) == {
+        "received:cp.fail": "1",
         "prerun": "1",
         "failure:ProjectError": "1",
         "postrun:FAILURE": "1",

@@ -223,9 +223,18 @@ class CeleryHost(Celery):
         # as Celery's consumer does: one tracer per task, built once with the node name
         for name, task in capp.tasks.items():
             task.__trace__ = build_tracer(name, task, capp.loader, sender.hostname, app=capp)
+        if celery_signals.task_received.receivers:
+            # bridged only when a receiver listens: otherwise the strategy skips the send
+            signals.task_received.connect(self._on_task_received)
         if sender.pool_name == "solo":
             # the solo pool is the worker's process: Celery sends this for it too
             celery_signals.worker_process_init.send(sender=sender.hostname)
+
+    def _on_task_received(self, sender: Any = None, request: Any = None, **_: Any) -> None:
+        if self._mine(sender):
+            from celery import signals as celery_signals
+
+            celery_signals.task_received.send(sender=sender, request=request)
 
     def _on_worker_ready(self, sender: Any = None, **_: Any) -> None:
         if self._mine(sender):

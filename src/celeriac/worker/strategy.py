@@ -107,13 +107,14 @@ class Strategy:
             self._unknown_task(message, tag)
             return
         request = Request(message, task, self.ack, self.reject, self.hostname)
-        if signals.task_received.receivers:
-            signals.task_received.send(sender=self, request=request)
         if message.id in self.state.revoked or (
             message.expires_at is not None and message.expires_at < time.time()
         ):
             self.revoke(request, self.state, message.id not in self.state.revoked)
             return
+        # after the revoked/expired check, as Celery's strategy sends it
+        if signals.task_received.receivers:
+            signals.task_received.send(sender=self, request=request)
         eta_at = message.eta_at
         if eta_at is not None and eta_at > time.time():
             # hold the message unacked until its time; raise prefetch so others keep flowing

@@ -35,6 +35,11 @@ def on_process_shutdown(sender: Any = None, pid: Any = None, **_: Any) -> None:
     ledger.record("process_shutdown", pid, sender)
 
 
+@signals.task_received.connect
+def on_received(request: Any = None, **_: Any) -> None:
+    ledger.count("signals", request.id, field=f"received:{request.name}")
+
+
 @signals.task_prerun.connect
 def on_prerun(task_id: str | None = None, task: Any = None, **_: Any) -> None:
     ledger.count("signals", task_id, field="prerun")

@@ -35,6 +35,7 @@ class Run:
         pool: str,
         concurrency: int = 2,
         uid: str | None = None,
+        extra: tuple[str, ...] = (),
     ) -> None:
         import celery
         import redis
@@ -43,6 +44,7 @@ class Run:
 
         uid = uid or uuid.uuid4().hex[:10]
         self.concurrency = concurrency
+        self.extra = extra
         self.uid = uid
         self.kind = kind
         self.pool = pool
@@ -78,6 +80,7 @@ class Run:
             "--without-heartbeat",
             "-l",
             "warning",
+            *self.extra,
         ]
 
     def start(self) -> None:

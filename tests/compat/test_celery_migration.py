@@ -23,8 +23,10 @@ TASKS = 20_000
 @pytest.fixture
 def workers() -> Iterator[tuple[Run, Run]]:
     uid = uuid.uuid4().hex[:10]
-    celery_worker = Run("celery", "amqp", "prefork", uid=uid)
-    celeriac_worker = Run("celeriac", "amqp", "prefork", uid=uid)
+    # children are replaced along the way, in both workers
+    extra = ("--max-tasks-per-child", "2000")
+    celery_worker = Run("celery", "amqp", "prefork", uid=uid, extra=extra)
+    celeriac_worker = Run("celeriac", "amqp", "prefork", uid=uid, extra=extra)
     try:
         celery_worker.start()
         celeriac_worker.start()
@@ -61,5 +63,9 @@ def test_both_workers_share_a_queue_and_run_each_task_once(workers: tuple[Run, R
     assert sum(by_worker.values()) == TASKS
     assert by_worker.get("celery", 0) > 0, by_worker
     assert by_worker.get("celeriac", 0) > 0, by_worker
+    # both replaced children (worker_process_init again in the new ones)
+    inits = ledger.hgetall(celery_worker.key("process_init"))
+    for run in workers:
+        assert list(inits.values()).count(run.nodename) > run.concurrency, inits
     assert celeriac_worker.stop() == 0, celeriac_worker.output
     assert celery_worker.stop() == 0, celery_worker.output

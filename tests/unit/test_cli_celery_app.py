@@ -3,13 +3,17 @@ queues, and the Celery flags that are refused by name (no broker needed)."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
+from pathlib import Path
 
+import click
 import pytest
 from click.testing import CliRunner
 
 from celeriac.cli.loader import find_app
 from celeriac.cli.main import main
+from celeriac.cli.worker_options import pid_file
 from celeriac.compat.celery import CeleryHost, translate_settings
 
 PROJECT = "tests.compat.celery_project"
@@ -142,3 +146,29 @@ def test_celery_bootsteps_are_refused_by_name() -> None:
     assert result.exit_code == 1
     assert "celery bootsteps in app.steps are not supported" in result.output
     assert "Audit" in result.output
+
+
+def test_a_broker_without_a_celeriac_transport_fails_before_start() -> None:
+    result = CliRunner().invoke(
+        main, ["-A", PROJECT, "-b", "redis://127.0.0.1:6379/13", "worker", "--print-steps"]
+    )
+    assert result.exit_code == 1
+    assert "unknown broker url scheme 'redis'" in result.output
+    assert "ready" not in result.output
+
+
+def test_pid_file_is_written_and_removed(tmp_path: Path) -> None:
+    path = tmp_path / "worker.pid"
+    with pid_file(str(path)):
+        assert path.read_text().strip() == str(os.getpid())
+    assert not path.exists()
+
+
+def test_pid_file_of_a_running_process_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "worker.pid"
+    path.write_text(f"{os.getppid()}\n")
+    with pytest.raises(click.ClickException, match="names running process"), pid_file(str(path)):
+        pass
+    path.write_text("999999999\n")  # stale: replaced
+    with pid_file(str(path)):
+        assert path.read_text().strip() == str(os.getpid())

@@ -144,6 +144,7 @@ def worker(
     except CeleriacError as exc:
         raise click.BadParameter(str(exc), param_hint="-Q/-X") from None
     try:
+        app.connection()  # a broker URL no transport takes fails now, not after "ready"
         controller = app.Worker(
             hostname=hostname,
             pool=pool,

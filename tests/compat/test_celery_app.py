@@ -363,8 +363,15 @@ def test_worker_signals(run: Run) -> None:
         assert inits == {}
 
 
-def test_zz_warm_shutdown(run: Run) -> None:
+def test_zz_warm_shutdown_and_logs(run: Run) -> None:
+    tag = uuid.uuid4().hex
+    logged = run.send("cp.log_line", tag)
+    assert logged.get(timeout=20) is None
     assert run.stop() == 0, run.output
+    lines = run.output.splitlines()
+    # Celery's task log format names the task; print() goes to the log (worker_redirect_stdouts)
+    assert any(f"cp.log_line[{logged.id}]: logged {tag}" in line for line in lines), run.output
+    assert any("WARNING" in line and f"printed {tag}" in line for line in lines), run.output
     assert run.hash("worker_shutdown") == {"n": "1"}
     if run.pool == "prefork":
         assert set(run.hash("process_shutdown").values()) == {run.nodename}

@@ -121,7 +121,8 @@ def worker(
 ) -> None:
     """Start a worker: ``celeriac worker -A proj`` or ``celeriac -A proj worker``."""
     from celeriac.cli.loader import find_app
-    from celeriac.log import setup_logging
+    from celeriac.compat.celery import CeleryHost
+    from celeriac.log import redirect_celery_stdouts, setup_celery_logging, setup_logging
 
     parent: dict[str, Any] = ctx.obj or {}
     app_spec = app_spec or parent.get("app")
@@ -164,6 +165,10 @@ def worker(
         click.echo(controller.blueprint.graph_text())
         click.echo(controller.consumer.blueprint.graph_text())
         return
+    celery_app = app.celery_app if isinstance(app, CeleryHost) else None
+    if celery_app is not None:
+        # where celery worker does it: after the task modules and worker_init
+        setup_celery_logging(celery_app, loglevel, logfile, controller.hostname)
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
         name = signal.Signals(signum).name
@@ -183,6 +188,8 @@ def worker(
         pool,
         ",".join(controller.queues),
     )
+    if celery_app is not None:
+        redirect_celery_stdouts(celery_app)
     with pid_file(pidfile):
         try:
             controller.start()

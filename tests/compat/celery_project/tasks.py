@@ -9,6 +9,7 @@ from typing import Any
 
 from celery import Task
 from celery.exceptions import Ignore, Reject, SoftTimeLimitExceeded
+from celery.utils.log import get_task_logger
 
 from . import ledger
 from .celery import app
@@ -227,3 +228,12 @@ def die_once(tag: str) -> str:
     if ledger.count("runs", tag) == 1:
         os._exit(1)
     return "survived"
+
+
+logger = get_task_logger(__name__)
+
+
+@app.task(name="cp.log_line")
+def log_line(tag: str) -> None:
+    logger.warning("logged %s", tag)
+    print(f"printed {tag}")

@@ -183,9 +183,8 @@ def _record_failure(task: Any, req: dict[str, Any], exc: BaseException, call_hoo
             )
         finally:
             task.request_stack.pop()
-    except Exception as store_exc:
+    except Exception:  # the backend is down: the message is still settled by the caller
         logger.exception("cannot record failure %r of task %s[%s]", exc, task.name, task_id)
-        del store_exc
     finally:
         exc.__traceback__ = None
 

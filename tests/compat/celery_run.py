@@ -77,7 +77,7 @@ class Run:
             f"cp-{self.kind}-{self.uid}@%h",
             "--without-gossip",
             "--without-mingle",
-            "--without-heartbeat",
+            *(() if "-E" in self.extra else ("--without-heartbeat",)),
             "-l",
             "warning",
             *self.extra,

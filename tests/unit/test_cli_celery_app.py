@@ -86,7 +86,6 @@ def test_command_line_broker_and_backend_reach_the_celery_app() -> None:
         (["--uid", "1000"], "--uid"),
         (["--gid", "1000"], "--gid"),
         (["--umask", "022"], "--umask"),
-        (["-E"], "-E/--task-events"),
         (["-P", "gevent"], "'gevent'"),
         (["-P", "eventlet"], "'eventlet'"),
     ],
@@ -172,3 +171,10 @@ def test_pid_file_of_a_running_process_is_refused(tmp_path: Path) -> None:
     path.write_text("999999999\n")  # stale: replaced
     with pid_file(str(path)):
         assert path.read_text().strip() == str(os.getpid())
+
+
+def test_task_events_are_refused_for_a_celeriac_app(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.syspath_prepend(str(Path(__file__).parent / "cliproj"))
+    result = CliRunner().invoke(main, ["worker", "-A", "proj", "-E", "--print-steps"])
+    assert result.exit_code == 2
+    assert "-E/--task-events is not supported" in result.output

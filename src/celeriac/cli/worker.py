@@ -79,6 +79,13 @@ logger = logging.getLogger("celeriac.cli")
     metavar="MAX,MIN",
     help="Grow and shrink the pool between MIN and MAX processes.",
 )
+@click.option(
+    "-E",
+    "--task-events",
+    is_flag=True,
+    default=None,
+    help="Send task events (Celery apps; worker_send_task_events).",
+)
 @click.option("--pidfile", default=None, help="Write the worker's pid to this file.")
 @click.option(
     "--without-gossip", is_flag=True, help="Accepted for Celery; celeriac does not gossip."
@@ -89,7 +96,7 @@ logger = logging.getLogger("celeriac.cli")
 @click.option(
     "--without-heartbeat",
     is_flag=True,
-    help="Accepted for Celery; celeriac sends no worker heartbeat events.",
+    help="Send no worker heartbeat events (Celery apps; celeriac apps send none).",
 )
 @click.option("--print-steps", is_flag=True, help="Print the resolved bootsteps and exit.")
 @unsupported_options
@@ -113,6 +120,7 @@ def worker(
     soft_time_limit: float | None,
     optimization: str,
     autoscale: str | None,
+    task_events: bool | None,
     pidfile: str | None,
     without_gossip: bool,
     without_mingle: bool,
@@ -144,9 +152,18 @@ def worker(
         consume = app.worker_queues(_names(queues), _names(exclude_queues))
     except CeleriacError as exc:
         raise click.BadParameter(str(exc), param_hint="-Q/-X") from None
+    monitoring: dict[str, Any] = {}
+    if isinstance(app, CeleryHost):
+        monitoring = {"task_events": task_events, "heartbeat": not without_heartbeat}
+    elif task_events:
+        raise click.UsageError(
+            "-E/--task-events is not supported by celeriac worker for celeriac apps yet "
+            "(it is for Celery apps)"
+        )
     try:
         app.connection()  # a broker URL no transport takes fails now, not after "ready"
         controller = app.Worker(
+            **monitoring,
             hostname=hostname,
             pool=pool,
             concurrency=concurrency,

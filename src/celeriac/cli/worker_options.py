@@ -28,7 +28,6 @@ _UNSUPPORTED: tuple[tuple[tuple[str, ...], bool, str], ...] = (
     (("--uid",), False, "start the worker as that user"),
     (("--gid",), False, "start the worker as that group"),
     (("--umask",), False, "set the umask before starting the worker"),
-    (("-E", "--task-events"), True, "celeriac sends no task events yet"),
     (("--purge", "--discard"), True, "purge with `celery -A proj purge`"),
     (("--executable",), False, "the pool forks this interpreter"),
     (("--heartbeat-interval",), False, "celeriac sends no worker heartbeat events"),

@@ -16,6 +16,7 @@ from celeriac.app import Celery
 from celeriac.errors import ConfigurationError
 
 if TYPE_CHECKING:
+    from celeriac.compat.celery_events import WorkerEvents
     from celeriac.transports.base import Transport
     from celeriac.worker.executor import Executor
     from celeriac.worker.worker import WorkController
@@ -95,6 +96,7 @@ class CeleryHost(Celery):
         self.celery_app = celery_app
         self.conf.update(translate_settings(celery_app.conf))
         self._bridged = False
+        self._events: WorkerEvents | None = None
 
     # -- what the worker reads
     @property
@@ -190,7 +192,24 @@ class CeleryHost(Celery):
                 )
         declared.add(queue)
 
-    def Worker(self, **kwargs: Any) -> WorkController:
+    def Worker(
+        self, task_events: bool | None = None, heartbeat: bool = True, **kwargs: Any
+    ) -> WorkController:
+        """The worker, with Celery's monitoring events: task events with ``task_events``
+        (``-E``; default ``worker_send_task_events``), worker heartbeats unless
+        ``heartbeat`` is false (``--without-heartbeat``)."""
+        from celeriac.compat.celery_events import WorkerEvents
+        from celeriac.compat.celery_executor import use_events
+        from celeriac.worker.worker import default_hostname
+
+        if task_events is None:
+            task_events = bool(self.celery_app.conf.worker_send_task_events)
+        self._events = None
+        if task_events or heartbeat:
+            # the node name the worker will have (it is made from the same two values)
+            hostname = default_hostname(kwargs.get("hostname") or self.conf.worker_hostname)
+            self._events = WorkerEvents(self.celery_app, hostname, task_events, heartbeat)
+        use_events(self._events)
         self._bridge_signals()
         return super().Worker(**kwargs)
 
@@ -220,29 +239,52 @@ class CeleryHost(Celery):
         # as Celery's consumer does: one tracer per task, built once with the node name
         for name, task in capp.tasks.items():
             task.__trace__ = build_tracer(name, task, capp.loader, sender.hostname, app=capp)
-        if celery_signals.task_received.receivers:
-            # bridged only when a receiver listens: otherwise the strategy skips the send
+        events = self._events
+        if celery_signals.task_received.receivers or (events is not None and events.task_events):
+            # bridged only when needed: otherwise the strategy skips the send
             signals.task_received.connect(self._on_task_received)
         if sender.pool_name == "solo":
             # the solo pool is the worker's process: Celery sends this for it too
             celery_signals.worker_process_init.send(sender=sender.hostname)
 
     def _on_task_received(self, sender: Any = None, request: Any = None, **_: Any) -> None:
-        if self._mine(sender):
-            from celery import signals as celery_signals
+        if not self._mine(sender):
+            return
+        from celery import signals as celery_signals
 
+        events = self._events
+        if events is not None:
+            m = request.message
+            events.task(
+                request.task,
+                "task-received",
+                uuid=m.id,
+                name=m.name,
+                args=m.argsrepr,
+                kwargs=m.kwargsrepr,
+                root_id=m.root_id,
+                parent_id=m.parent_id,
+                retries=m.retries,
+                eta=m.eta,
+                expires=m.expires,
+            )
+        if celery_signals.task_received.receivers:
             celery_signals.task_received.send(sender=sender, request=request)
 
     def _on_worker_ready(self, sender: Any = None, **_: Any) -> None:
         if self._mine(sender):
             from celery import signals as celery_signals
 
+            if self._events is not None:
+                self._events.start(sender.state)
             celery_signals.worker_ready.send(sender=sender)
 
     def _on_worker_shutdown(self, sender: Any = None, **_: Any) -> None:
         if self._mine(sender):
             from celery import signals as celery_signals
 
+            if self._events is not None:
+                self._events.stop()
             celery_signals.worker_shutdown.send(sender=sender)
             self.celery_app.loader.shutdown_worker()
 

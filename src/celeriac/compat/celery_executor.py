@@ -20,14 +20,23 @@ from celeriac.worker.executor import Executor, decode_request
 if TYPE_CHECKING:
     from celeriac._speedups_py.message import TaskMessage
     from celeriac.app import Celery
+    from celeriac.compat.celery_events import WorkerEvents
     from celeriac.worker.request import Request
     from celeriac.worker.state import WorkerState
 
-__all__ = ["CELERY_EXECUTOR", "request_dict"]
+__all__ = ["CELERY_EXECUTOR", "request_dict", "use_events"]
 
 logger = logging.getLogger("celeriac.compat")
 
 _SUCCESS = states.SUCCESS
+_events: WorkerEvents | None = None
+
+
+def use_events(events: WorkerEvents | None) -> None:
+    """Send Celery's task events through ``events`` (set before prefork children start, so
+    they inherit it), or none."""
+    global _events
+    _events = events
 
 
 def request_dict(
@@ -85,12 +94,17 @@ def execute(request: Request, state: WorkerState) -> str | None:
         request.acknowledge()
     request.on_accepted()
     state.task_accepted(request)
+    events = _events
+    if events is not None:
+        events.task(task, "task-started", uuid=message.id)
     req = request_dict(request, args, kwargs, embed)
     trace = task.__trace__
     if trace is None:
         trace = _build_tracer(task, request.hostname)
+    traced: Any = None
     try:
-        info = trace(message.id, args, kwargs, req)[1]
+        traced = trace(message.id, args, kwargs, req)
+        info = traced[1]
     except Exception as exc:
         # only what Celery's tracer re-raises: Reject from on_success/after_return, and
         # errors outside the task body
@@ -100,8 +114,41 @@ def execute(request: Request, state: WorkerState) -> str | None:
     if info is None:
         if acks_late:
             request.acknowledge()
+        if events is not None:
+            events.task(
+                task, "task-succeeded", uuid=message.id, result=traced[3], runtime=traced[2]
+            )
         return _SUCCESS
+    if events is not None:
+        _outcome_event(events, task, message.id, info, traced)
     return _settle(request, task, info, req, acks_late)
+
+
+def _outcome_event(events: WorkerEvents, task: Any, task_id: str, info: Any, traced: Any) -> None:
+    """``task-failed`` or ``task-retried``, with the fields Celery's worker gives them."""
+    from celery.utils.saferepr import saferepr
+
+    einfo = traced[0] if traced is not None else None
+    traceback = getattr(einfo, "traceback", None)
+    if info.state == states.RETRY:
+        exc = getattr(info.retval, "exc", None) or info.retval
+        events.task(
+            task, "task-retried", uuid=task_id, exception=saferepr(exc), traceback=traceback
+        )
+    elif info.state == states.FAILURE or (
+        info.state == states.REJECTED and not getattr(info.retval, "requeue", False)
+    ):
+        exc = getattr(einfo, "exception", None) or info.retval
+        events.task(task, "task-failed", uuid=task_id, exception=saferepr(exc), traceback=traceback)
+
+
+def _reject(request: Request, task: Any, requeue: bool) -> None:
+    if request.acknowledged:
+        return
+    request.reject(requeue=requeue)
+    events = _events
+    if events is not None:
+        events.task(task, "task-rejected", uuid=request.id, requeue=requeue)
 
 
 def _build_tracer(task: Any, hostname: str) -> Any:
@@ -130,7 +177,7 @@ def _settle(request: Request, task: Any, info: Any, req: dict[str, Any], acks_la
         if not exc.requeue:
             # the task will never run again: a terminal FAILURE, not PENDING forever
             _record_failure(task, req, exc, call_hooks=False)
-        request.reject(requeue=bool(exc.requeue))
+        _reject(request, task, bool(exc.requeue))
     elif state in (states.IGNORED, states.RETRY):
         request.acknowledge()
     elif state == states.FAILURE and acks_late:
@@ -139,11 +186,11 @@ def _settle(request: Request, task: Any, info: Any, req: dict[str, Any], acks_la
         timeout = isinstance(exc, TimeLimitExceeded)
         acks = task.acks_on_timeout if timeout else task.acks_on_failure
         if timeout and not acks:
-            request.reject(requeue=True)
+            _reject(request, task, True)
         elif acks:
             request.acknowledge()
         else:
-            request.reject(requeue=False)
+            _reject(request, task, False)
     return state
 
 
@@ -211,6 +258,11 @@ def revoke(request: Request, state: WorkerState, expired: bool) -> None:
         )
     finally:
         request.acknowledge()
+    events = _events
+    if events is not None:
+        events.task(
+            task, "task-revoked", uuid=message.id, terminated=False, signum=None, expired=expired
+        )
     celery_signals.task_revoked.send(
         sender=task, request=ctx, terminated=False, signum=None, expired=expired
     )
@@ -230,6 +282,9 @@ def fail(request: Request, exc: Exception) -> None:
         args, kwargs, embed = [], {}, {}
     req = request_dict(request, args, kwargs, embed)
     _record_failure(request.task, req, converted, call_hooks=timeout)
+    events = _events
+    if events is not None:
+        events.task(request.task, "task-failed", uuid=request.id, exception=repr(converted))
 
 
 def unknown(app: Celery, message: TaskMessage) -> None:
@@ -281,6 +336,9 @@ def process_init(app: Celery, hostname: str) -> None:
 def process_exit(app: Celery, hostname: str, exitcode: int) -> None:
     from celery import signals as celery_signals
 
+    events = _events
+    if events is not None:
+        events.stop()  # this child's own connection
     celery_signals.worker_process_shutdown.send(sender=hostname, pid=os.getpid(), exitcode=exitcode)
 
 

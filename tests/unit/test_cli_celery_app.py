@@ -178,3 +178,8 @@ def test_task_events_are_refused_for_a_celeriac_app(monkeypatch: pytest.MonkeyPa
     result = CliRunner().invoke(main, ["worker", "-A", "proj", "-E", "--print-steps"])
     assert result.exit_code == 2
     assert "-E/--task-events is not supported" in result.output
+    result = CliRunner().invoke(
+        main, ["worker", "-A", "proj", "--heartbeat-interval", "5", "--print-steps"]
+    )
+    assert result.exit_code == 2
+    assert "--heartbeat-interval is not supported" in result.output

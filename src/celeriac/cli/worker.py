@@ -86,6 +86,12 @@ logger = logging.getLogger("celeriac.cli")
     default=None,
     help="Send task events (Celery apps; worker_send_task_events).",
 )
+@click.option(
+    "--heartbeat-interval",
+    type=float,
+    default=None,
+    help="Seconds between worker heartbeat events (Celery apps; default 2).",
+)
 @click.option("--pidfile", default=None, help="Write the worker's pid to this file.")
 @click.option(
     "--without-gossip", is_flag=True, help="Accepted for Celery; celeriac does not gossip."
@@ -121,6 +127,7 @@ def worker(
     optimization: str,
     autoscale: str | None,
     task_events: bool | None,
+    heartbeat_interval: float | None,
     pidfile: str | None,
     without_gossip: bool,
     without_mingle: bool,
@@ -154,10 +161,15 @@ def worker(
         raise click.BadParameter(str(exc), param_hint="-Q/-X") from None
     monitoring: dict[str, Any] = {}
     if isinstance(app, CeleryHost):
-        monitoring = {"task_events": task_events, "heartbeat": not without_heartbeat}
-    elif task_events:
+        monitoring = {
+            "task_events": task_events,
+            "heartbeat": not without_heartbeat,
+            "heartbeat_interval": heartbeat_interval,
+        }
+    elif task_events or heartbeat_interval is not None:
+        flag = "-E/--task-events" if task_events else "--heartbeat-interval"
         raise click.UsageError(
-            "-E/--task-events is not supported by celeriac worker for celeriac apps yet "
+            f"{flag} is not supported by celeriac worker for celeriac apps yet "
             "(it is for Celery apps)"
         )
     try:

@@ -30,7 +30,6 @@ _UNSUPPORTED: tuple[tuple[tuple[str, ...], bool, str], ...] = (
     (("--umask",), False, "set the umask before starting the worker"),
     (("--purge", "--discard"), True, "purge with `celery -A proj purge`"),
     (("--executable",), False, "the pool forks this interpreter"),
-    (("--heartbeat-interval",), False, "celeriac sends no worker heartbeat events"),
     (("-I", "--include"), False, "set `include` in the app's configuration"),
     (("--hostname-prefix",), False, "use -n"),
 )

@@ -193,12 +193,17 @@ class CeleryHost(Celery):
         declared.add(queue)
 
     def Worker(
-        self, task_events: bool | None = None, heartbeat: bool = True, **kwargs: Any
+        self,
+        task_events: bool | None = None,
+        heartbeat: bool = True,
+        heartbeat_interval: float | None = None,
+        **kwargs: Any,
     ) -> WorkController:
         """The worker, with Celery's monitoring events: task events with ``task_events``
-        (``-E``; default ``worker_send_task_events``), worker heartbeats unless
-        ``heartbeat`` is false (``--without-heartbeat``)."""
-        from celeriac.compat.celery_events import WorkerEvents
+        (``-E``; default ``worker_send_task_events``), worker heartbeats every
+        ``heartbeat_interval`` seconds (default 2) unless ``heartbeat`` is false
+        (``--without-heartbeat``)."""
+        from celeriac.compat.celery_events import HEARTBEAT_INTERVAL, WorkerEvents
         from celeriac.compat.celery_executor import use_events
         from celeriac.worker.worker import default_hostname
 
@@ -208,7 +213,13 @@ class CeleryHost(Celery):
         if task_events or heartbeat:
             # the node name the worker will have (it is made from the same two values)
             hostname = default_hostname(kwargs.get("hostname") or self.conf.worker_hostname)
-            self._events = WorkerEvents(self.celery_app, hostname, task_events, heartbeat)
+            self._events = WorkerEvents(
+                self.celery_app,
+                hostname,
+                task_events,
+                heartbeat,
+                heartbeat_interval or HEARTBEAT_INTERVAL,
+            )
         use_events(self._events)
         self._bridge_signals()
         return super().Worker(**kwargs)

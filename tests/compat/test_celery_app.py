@@ -190,6 +190,17 @@ def test_map_and_starmap(run: Run) -> None:
     ) == [3, 7]
 
 
+def test_link_and_link_error(run: Run) -> None:
+    tag_ok, tag_err = uuid.uuid4().hex, uuid.uuid4().hex
+    ok = run.send("cp.add", 20, 1, link=run.sig("cp.record", tag_ok))
+    failed = run.send("cp.fail", "linked", 2, link_error=run.sig("cp.errback", tag_err))
+    assert ok.get(timeout=20) == 21
+    with pytest.raises(Exception, match="linked"):
+        failed.get(timeout=20)
+    assert wait_for(lambda: len(run.hash("recorded")) == 2)
+    assert run.hash("recorded") == {tag_ok: "21", tag_err: f"errback for {failed.id}"}
+
+
 # -- ETA, countdown, expires
 
 

@@ -237,3 +237,13 @@ logger = get_task_logger(__name__)
 def log_line(tag: str) -> None:
     logger.warning("logged %s", tag)
     print(f"printed {tag}")
+
+
+@app.task(name="cp.record")
+def record(value: Any, tag: str) -> None:
+    ledger.record("recorded", tag, value)
+
+
+@app.task(name="cp.errback")
+def errback(task_id: str, tag: str) -> None:
+    ledger.record("recorded", tag, f"errback for {task_id}")

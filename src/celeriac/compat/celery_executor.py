@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from celeriac import states
 from celeriac.errors import TimeLimitExceeded as CeleriacTimeLimitExceeded
-from celeriac.worker.executor import Executor, decode_request
+from celeriac.worker.executor import Executor, body_or_empty, decode_request
 
 if TYPE_CHECKING:
     from celeriac._speedups_py.message import TaskMessage
@@ -246,10 +246,7 @@ def revoke(request: Request, state: WorkerState, expired: bool) -> None:
     reason = "expired" if expired else "revoked"
     state.revoked.add(message.id)
     logger.info("discarding %s task %s[%s]", reason, message.name, message.id)
-    try:
-        args, kwargs, embed = message.decode_body()
-    except Exception:
-        args, kwargs, embed = [], {}, {}
+    args, kwargs, embed = body_or_empty(request)
     req = request_dict(request, args, kwargs, embed)
     ctx = Context(req)
     try:
@@ -276,10 +273,7 @@ def fail(request: Request, exc: Exception) -> None:
     converted: BaseException = (
         TimeLimitExceeded(*exc.args) if timeout else WorkerLostError(*exc.args)
     )
-    try:
-        args, kwargs, embed = request.message.decode_body()
-    except Exception:
-        args, kwargs, embed = [], {}, {}
+    args, kwargs, embed = body_or_empty(request)
     req = request_dict(request, args, kwargs, embed)
     _record_failure(request.task, req, converted, call_hooks=timeout)
     events = _events

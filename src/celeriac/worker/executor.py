@@ -28,6 +28,7 @@ if TYPE_CHECKING:
 __all__ = [
     "DEFAULT_EXECUTOR",
     "Executor",
+    "body_or_empty",
     "decode_request",
     "execute_request",
     "fail_request",
@@ -111,16 +112,22 @@ def decode_request(request: Request) -> tuple[list[Any], dict[str, Any], dict[st
         return None
 
 
+def body_or_empty(request: Request) -> tuple[list[Any], dict[str, Any], dict[str, Any]]:
+    """``(args, kwargs, embed)`` of ``request``, empty when the body cannot be decoded: for
+    recording an outcome (revoked, lost), where the arguments are only context."""
+    try:
+        return request.message.decode_body()
+    except Exception:
+        return [], {}, {}
+
+
 def revoke_request(request: Request, state: WorkerState, expired: bool) -> None:
     """Skip a revoked or expired task: store REVOKED and ack, as Celery does."""
     message = request.message
     reason = "expired" if expired else "revoked"
     state.revoked.add(message.id)
     logger.info("discarding %s task %s[%s]", reason, message.name, message.id)
-    try:
-        args, kwargs, embed = message.decode_body()
-    except Exception:
-        args, kwargs, embed = [], {}, {}
+    args, kwargs, embed = body_or_empty(request)
     ctx = request.context(args, kwargs, embed)
     # Celery stores REVOKED even for ignore_result tasks, so waiters do not hang
     request.task.app.backend.store_result(
@@ -133,10 +140,7 @@ def fail_request(request: Request, exc: Exception) -> None:
     """Store FAILURE ``exc`` for ``request`` and run its ``on_failure`` and errbacks, as the
     tracer does when the task itself raises (a hard time limit, a lost child)."""
     task = request.task
-    try:
-        args, kwargs, embed = request.message.decode_body()
-    except Exception:
-        args, kwargs, embed = [], {}, {}
+    args, kwargs, embed = body_or_empty(request)
     ctx = request.context(args, kwargs, embed)
     store_errors = not (task.ignore_result or ctx.ignore_result) or bool(
         task.store_errors_even_if_ignored

@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from celeriac.backends.base import Backend
     from celeriac.result import AsyncResult as AsyncResultT
     from celeriac.transports.base import Transport
+    from celeriac.worker.executor import Executor
     from celeriac.worker.worker import WorkController
 
 __all__ = ["Celery", "TaskRegistry", "current_app", "shared_task"]
@@ -457,6 +458,34 @@ class Celery:
         )
 
     # -- worker
+    def override(self, broker_url: str | None = None, result_backend: str | None = None) -> None:
+        """Take the broker and result backend given on the command line over the app's."""
+        if broker_url:
+            self.conf.broker_url = broker_url
+        if result_backend:
+            self.conf.result_backend = result_backend
+            self._reset_backend()
+
+    def worker_queues(self, queues: Sequence[str] = (), exclude: Sequence[str] = ()) -> list[str]:
+        """The queues a worker consumes: ``queues`` (``-Q``) or the default queue, without
+        those in ``exclude`` (``-X``).
+
+        Raises:
+            ConfigurationError: nothing is left to consume.
+        """
+        skip = set(exclude)
+        kept = [q for q in (queues or [self.conf.task_default_queue]) if q not in skip]
+        if not kept:
+            raise ConfigurationError(f"every queue is excluded (-X {','.join(sorted(skip))})")
+        return kept
+
+    @property
+    def executor(self) -> Executor:
+        """How a worker runs this app's tasks (celeriac's tracer)."""
+        from celeriac.worker.executor import DEFAULT_EXECUTOR
+
+        return DEFAULT_EXECUTOR
+
     def Worker(self, **kwargs: Any) -> WorkController:
         from celeriac.worker.worker import WorkController
 

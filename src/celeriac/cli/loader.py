@@ -9,13 +9,18 @@ from types import ModuleType
 from typing import Any
 
 from celeriac.app import Celery
+from celeriac.compat.celery import is_celery_app
 from celeriac.errors import ConfigurationError
 
 __all__ = ["find_app"]
 
 
 def find_app(spec: str) -> Celery:
-    """``proj``, ``proj:app``, ``proj.celery``, ``proj.app`` or the first app in ``proj``."""
+    """``proj``, ``proj:app``, ``proj.celery``, ``proj.app`` or the first app in ``proj``.
+
+    The app may be a celeriac app or a ``celery.Celery`` app; the latter comes back as a
+    :class:`~celeriac.compat.celery.CeleryHost` that runs it unchanged.
+    """
     if os.getcwd() not in sys.path:
         sys.path.insert(0, os.getcwd())
     module_name, _, attr = spec.partition(":")
@@ -43,7 +48,7 @@ def find_app(spec: str) -> Celery:
             found = _app_in(sub)
             if found is not None:
                 return found
-    raise ConfigurationError(f"module {module_name!r} has no celeriac app (-A {spec})")
+    raise ConfigurationError(f"module {module_name!r} has no celeriac or Celery app (-A {spec})")
 
 
 def _import(name: str, spec: str) -> ModuleType:
@@ -64,35 +69,37 @@ def _getattr_path(obj: Any, path: str, spec: str) -> Any:
     return obj
 
 
+def _is_app(value: Any) -> bool:
+    return isinstance(value, Celery) or is_celery_app(value)
+
+
 def _app_in(module: ModuleType) -> Celery | None:
     for name in ("app", "celery"):
         value = getattr(module, name, None)
-        if isinstance(value, Celery):
-            return value
-        _refuse_foreign(value)
+        if _is_app(value):
+            return _host(value)
     for value in vars(module).values():
-        if isinstance(value, Celery):
-            return value
-    for value in vars(module).values():
-        _refuse_foreign(value)
+        if _is_app(value):
+            return _host(value)
     return None
 
 
 def _check(value: Any, spec: str) -> Celery:
-    if isinstance(value, Celery):
-        return value
-    _refuse_foreign(value)
+    if _is_app(value):
+        return _host(value)
     if callable(value):
         made = value()
-        if isinstance(made, Celery):
-            return made
-    raise ConfigurationError(f"-A {spec} does not name a celeriac app (got {type(value)!r})")
+        if _is_app(made):
+            return _host(made)
+    raise ConfigurationError(
+        f"-A {spec} does not name a celeriac or Celery app (got {type(value)!r})"
+    )
 
 
-def _refuse_foreign(value: Any) -> None:
-    cls = type(value)
-    if cls.__name__ == "Celery" and cls.__module__.startswith("celery."):
-        raise ConfigurationError(
-            "this -A names a celery.Celery app; running Celery apps unchanged is not "
-            "supported in this version yet: define the app with celeriac.Celery"
-        )
+def _host(value: Any) -> Celery:
+    """A celeriac app as it is; a ``celery.Celery`` app behind a :class:`CeleryHost`."""
+    if isinstance(value, Celery):
+        return value
+    from celeriac.compat.celery import CeleryHost
+
+    return CeleryHost(value)

@@ -9,6 +9,7 @@ from typing import Any
 
 import click
 
+from celeriac.cli.worker_options import pid_file, pool_name, unsupported_options
 from celeriac.errors import CeleriacError
 from celeriac.urls import mask_url
 
@@ -29,14 +30,13 @@ logger = logging.getLogger("celeriac.cli")
 @click.option("-b", "--broker", default=None, help="Broker URL.")
 @click.option("--result-backend", default=None, help="Result backend URL.")
 @click.option("-Q", "--queues", default=None, help="Comma-separated queues to consume.")
+@click.option("-X", "--exclude-queues", default=None, help="Comma-separated queues not to consume.")
 @click.option("-c", "--concurrency", type=int, default=None, help="Parallel tasks.")
 @click.option(
     "-P",
     "--pool",
-    type=click.Choice(["prefork", "threads", "solo"]),
-    default="prefork",
-    show_default=True,
-    help="Execution pool: prefork (child processes), threads, or solo (inline).",
+    default=None,
+    help="Execution pool: prefork (child processes; the default), threads, or solo (inline).",
 )
 @click.option(
     "--prefetch-multiplier",
@@ -86,7 +86,33 @@ logger = logging.getLogger("celeriac.cli")
     help="How prefork children start (worker_start_method, default fork); spawn imports "
     "the app again in each child.",
 )
+@click.option(
+    "-E",
+    "--task-events",
+    is_flag=True,
+    default=None,
+    help="Send task events (Celery apps; worker_send_task_events).",
+)
+@click.option(
+    "--heartbeat-interval",
+    type=float,
+    default=None,
+    help="Seconds between worker heartbeat events (Celery apps; default 2).",
+)
+@click.option("--pidfile", default=None, help="Write the worker's pid to this file.")
+@click.option(
+    "--without-gossip", is_flag=True, help="Accepted for Celery; celeriac does not gossip."
+)
+@click.option(
+    "--without-mingle", is_flag=True, help="Accepted for Celery; celeriac does not mingle."
+)
+@click.option(
+    "--without-heartbeat",
+    is_flag=True,
+    help="Send no worker heartbeat events (Celery apps; celeriac apps send none).",
+)
 @click.option("--print-steps", is_flag=True, help="Print the resolved bootsteps and exit.")
+@unsupported_options
 @click.pass_context
 def worker(
     ctx: click.Context,
@@ -94,8 +120,9 @@ def worker(
     broker: str | None,
     result_backend: str | None,
     queues: str | None,
+    exclude_queues: str | None,
     concurrency: int | None,
-    pool: str,
+    pool: str | None,
     prefetch_multiplier: int | None,
     hostname: str | None,
     loglevel: str,
@@ -107,11 +134,18 @@ def worker(
     optimization: str,
     autoscale: str | None,
     start_method: str | None,
+    task_events: bool | None,
+    heartbeat_interval: float | None,
+    pidfile: str | None,
+    without_gossip: bool,
+    without_mingle: bool,
+    without_heartbeat: bool,
     print_steps: bool,
 ) -> None:
     """Start a worker: ``celeriac worker -A proj`` or ``celeriac -A proj worker``."""
     from celeriac.cli.loader import find_app
-    from celeriac.log import setup_logging
+    from celeriac.compat.celery import CeleryHost
+    from celeriac.log import redirect_celery_stdouts, setup_celery_logging, setup_logging
 
     parent: dict[str, Any] = ctx.obj or {}
     app_spec = app_spec or parent.get("app")
@@ -127,17 +161,33 @@ def worker(
         raise click.ClickException(str(exc)) from None
     broker = broker or parent.get("broker")
     result_backend = result_backend or parent.get("result_backend")
-    if broker:
-        app.conf.broker_url = broker
-    if result_backend:
-        app.conf.result_backend = result_backend
-        app._reset_backend()
+    app.override(broker_url=broker, result_backend=result_backend)
+    pool = pool_name(pool or app.conf.worker_pool)
     try:
+        consume = app.worker_queues(_names(queues), _names(exclude_queues))
+    except CeleriacError as exc:
+        raise click.BadParameter(str(exc), param_hint="-Q/-X") from None
+    monitoring: dict[str, Any] = {}
+    if isinstance(app, CeleryHost):
+        monitoring = {
+            "task_events": task_events,
+            "heartbeat": not without_heartbeat,
+            "heartbeat_interval": heartbeat_interval,
+        }
+    elif task_events or heartbeat_interval is not None:
+        flag = "-E/--task-events" if task_events else "--heartbeat-interval"
+        raise click.UsageError(
+            f"{flag} is not supported by celeriac worker for celeriac apps yet "
+            "(it is for Celery apps)"
+        )
+    try:
+        app.connection()  # a broker URL no transport takes fails now, not after "ready"
         controller = app.Worker(
+            **monitoring,
             hostname=hostname,
             pool=pool,
             concurrency=concurrency,
-            queues=[q.strip() for q in queues.split(",") if q.strip()] if queues else None,
+            queues=consume,
             prefetch_multiplier=prefetch_multiplier,
             max_tasks_per_child=max_tasks_per_child,
             max_memory_per_child=max_memory_per_child,
@@ -153,6 +203,10 @@ def worker(
         click.echo(controller.blueprint.graph_text())
         click.echo(controller.consumer.blueprint.graph_text())
         return
+    celery_app = app.celery_app if isinstance(app, CeleryHost) else None
+    if celery_app is not None:
+        # where celery worker does it: after the task modules and worker_init
+        setup_celery_logging(celery_app, loglevel, logfile, controller.hostname)
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
         name = signal.Signals(signum).name
@@ -172,10 +226,17 @@ def worker(
         pool,
         ",".join(controller.queues),
     )
-    try:
-        controller.start()
-    except CeleriacError as exc:
-        raise click.ClickException(str(exc)) from None
+    if celery_app is not None:
+        redirect_celery_stdouts(celery_app)
+    with pid_file(pidfile):
+        try:
+            controller.start()
+        except CeleriacError as exc:
+            raise click.ClickException(str(exc)) from None
+
+
+def _names(value: str | None) -> list[str]:
+    return [name.strip() for name in (value or "").split(",") if name.strip()]
 
 
 def _autoscale(value: str | None) -> tuple[int, int] | None:

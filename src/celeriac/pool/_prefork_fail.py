@@ -4,15 +4,19 @@ from __future__ import annotations
 
 import logging
 import signal
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from celeriac.errors import TimeLimitExceeded, WorkerLostError
-from celeriac.worker.trace import ExceptionInfo, _on_failure
+from celeriac.worker.executor import fail_request
 
 if TYPE_CHECKING:
+    from celeriac.app import Celery
     from celeriac.worker.request import Request
 
-__all__ = ["LOST_HEADER", "describe_exit", "fail_request", "time_limit_exceeded", "worker_lost"]
+__all__ = ["LOST_HEADER", "describe_exit", "time_limit_exceeded", "worker_lost"]
+
+Fail = Callable[["Request", Exception], None]
 
 logger = logging.getLogger("celeriac.pool.prefork")
 
@@ -22,33 +26,20 @@ LOST_HEADER = "x-celeriac-lost"
 _PROPERTIES = ("content_type", "content_encoding", "correlation_id", "reply_to", "priority")
 
 
-def fail_request(request: Request, exc: Exception) -> None:
-    """Store FAILURE ``exc`` for ``request`` and run its ``on_failure`` and errbacks, as the
-    tracer does when the task itself raises."""
-    task = request.task
-    try:
-        args, kwargs, embed = request.message.decode_body()
-    except Exception:
-        args, kwargs, embed = [], {}, {}
-    ctx = request.context(args, kwargs, embed)
-    store_errors = not (task.ignore_result or ctx.ignore_result) or bool(
-        task.store_errors_even_if_ignored
-    )
-    try:
-        _on_failure(task, ctx, exc, ExceptionInfo(exc), args, kwargs, store_errors)
-    except Exception as store_exc:
-        logger.exception(
-            "cannot record failure %r of task %s[%s]: %r", exc, request.name, request.id, store_exc
-        )
+def _acks_failure(task: Any, timeout: bool) -> bool:
+    """Celery's ``acks_on_timeout``/``acks_on_failure`` where the task has them, else
+    ``acks_on_failure_or_timeout``."""
+    flag = getattr(task, "acks_on_timeout" if timeout else "acks_on_failure", None)
+    return bool(task.acks_on_failure_or_timeout if flag is None else flag)
 
 
-def time_limit_exceeded(request: Request, limit: float) -> None:
+def time_limit_exceeded(request: Request, limit: float, fail: Fail = fail_request) -> None:
     """The child running ``request`` was killed at its hard limit: FAILURE, then ack (or
     requeue when late acks must not ack failures, as Celery's ``acks_on_timeout``)."""
     logger.error("hard time limit (%ss) exceeded for %s[%s]", limit, request.name, request.id)
-    fail_request(request, TimeLimitExceeded(limit))
+    fail(request, TimeLimitExceeded(limit))
     task = request.task
-    if task.acks_late and not task.acks_on_failure_or_timeout:
+    if task.acks_late and not _acks_failure(task, timeout=True):
         request.reject(requeue=True)
     else:
         request.acknowledge()
@@ -66,7 +57,13 @@ def describe_exit(exitcode: int | None) -> str:
     return f"exitcode {exitcode}"
 
 
-def worker_lost(request: Request, exitcode: int | None, max_redeliveries: int) -> None:
+def worker_lost(
+    request: Request,
+    exitcode: int | None,
+    max_redeliveries: int,
+    app: Celery,
+    fail: Fail = fail_request,
+) -> None:
     """The child died running ``request``.
 
     Default (Celery's): FAILURE ``WorkerLostError`` and ack, so a task that kills its process
@@ -94,7 +91,7 @@ def worker_lost(request: Request, exitcode: int | None, max_redeliveries: int) -
                 max_redeliveries,
             )
             try:
-                _republish(request, headers)
+                _republish(app, request, headers)
             except Exception as exc:
                 logger.error("cannot republish %s[%s]: %r; requeued", request.name, request.id, exc)
                 request.reject(requeue=True)
@@ -103,14 +100,14 @@ def worker_lost(request: Request, exitcode: int | None, max_redeliveries: int) -
             return
         desc = f"{desc[:-1]} (lost {count + 1} times, not redelivered again)."
     logger.error("%s[%s]: %s", request.name, request.id, desc)
-    fail_request(request, WorkerLostError(desc))
-    if task.acks_late and not task.acks_on_failure_or_timeout:
+    fail(request, WorkerLostError(desc))
+    if task.acks_late and not _acks_failure(task, timeout=False):
         request.reject(requeue=False)
     else:
         request.acknowledge()
 
 
-def _republish(request: Request, headers: dict[str, Any]) -> None:
+def _republish(app: Celery, request: Request, headers: dict[str, Any]) -> None:
     message = request.message
     properties: dict[str, Any] = {"delivery_mode": 2}
     for name in _PROPERTIES:
@@ -118,5 +115,5 @@ def _republish(request: Request, headers: dict[str, Any]) -> None:
         if value is not None:
             properties[name] = value
     routing_key = (message.delivery_info or {}).get("routing_key") or ""
-    transport = request.task.app.producer_transport()
+    transport = app.producer_transport()
     transport.publish(message.body, "", routing_key, headers=headers, properties=properties)

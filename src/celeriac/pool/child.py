@@ -1,6 +1,6 @@
 """The prefork pool's child process: read job records from a pipe, run them, report back.
 
-The child runs each task exactly as the solo pool does (``execute_request``), so results,
+The child runs each task exactly as the solo pool does (its app's executor), so results,
 retries and callbacks are stored and sent by the child itself. Its ack or reject only records
 the decision, which goes back to the parent in the DONE record: the parent owns the broker
 channel and settles the delivery.
@@ -24,12 +24,11 @@ from collections import deque
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
-from celeriac import serialization, signals
+from celeriac import serialization
 from celeriac._accel import message as message_impl
 from celeriac._accel import supervisor as sup
 from celeriac.errors import ConfigurationError, SoftTimeLimitExceeded
 from celeriac.worker.consumer.tasks import _body_loader
-from celeriac.worker.executor import execute_request
 from celeriac.worker.request import Request
 from celeriac.worker.state import WorkerState
 
@@ -45,6 +44,7 @@ RSS_INTERVAL = 1.0
 _READ_SIZE = 1 << 16
 _PAGE_KIB = os.sysconf("SC_PAGE_SIZE") // 1024
 _running = False
+_soft_error: type[Exception] = SoftTimeLimitExceeded
 _statm = (-1, 0)  # /proc/self/statm opened once, and by which process
 
 
@@ -66,7 +66,7 @@ def current_rss_kib() -> int:
 def _soft_time_limit(signum: int, frame: FrameType | None) -> None:
     # only inside a task: between tasks the signal came too late and is ignored
     if _running:
-        raise SoftTimeLimitExceeded()
+        raise _soft_error()
 
 
 def _forget_connections(app: Celery) -> None:
@@ -85,7 +85,7 @@ def _forget_connections(app: Celery) -> None:
 
 
 class _Decision:
-    """Records what ``execute_request`` decided; the parent applies it to the delivery."""
+    """Records what the executor decided; the parent applies it to the delivery."""
 
     __slots__ = ("value",)
 
@@ -123,7 +123,7 @@ def child_main(
     measured after the job; otherwise at most one per :data:`RSS_INTERVAL` does (0 in the
     others).
     """
-    global _running
+    global _running, _soft_error
     job_fd = job_in if isinstance(job_in, int) else job_in.fileno()
     result_fd = result_out if isinstance(result_out, int) else result_out.fileno()
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -142,8 +142,10 @@ def child_main(
     tasks = app.tasks
     state = WorkerState()
     pid = os.getpid()
-    if signals.worker_process_init.receivers:
-        signals.worker_process_init.send(sender=None)
+    executor = app.executor
+    execute = executor.execute
+    _soft_error = executor.soft_time_limit_error
+    executor.process_init(app, hostname)
     monotonic = time.monotonic
     encode_completion = sup.encode_completion
     STARTED, DONE = sup.STARTED, sup.DONE
@@ -196,10 +198,10 @@ def child_main(
                     request = Request(message, task, decision.ack, decision.reject, hostname)
                     _running = True
                     try:
-                        execute_request(request, state)
+                        execute(request, state)
                     finally:
                         _running = False
-            except SoftTimeLimitExceeded:
+            except _soft_error:
                 pass  # arrived as the task ended: its outcome is already recorded
             except Exception as exc:
                 logger.exception("job %d could not be run: %r", job_id, exc)
@@ -213,6 +215,8 @@ def child_main(
         if out:
             _write_all(result_fd, out)
     finally:
+        with contextlib.suppress(Exception):
+            executor.process_exit(app, hostname, 0)
         with contextlib.suppress(Exception):
             app.close()
 

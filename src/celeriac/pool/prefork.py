@@ -22,6 +22,7 @@ from celeriac._accel import supervisor as sup
 from celeriac.errors import ConfigurationError, ProtocolError
 from celeriac.pool._prefork_fail import time_limit_exceeded, worker_lost
 from celeriac.pool._prefork_proc import Proc, spawn
+from celeriac.worker.executor import DEFAULT_EXECUTOR, Executor
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -79,6 +80,7 @@ class PreforkPool:
             ``timelimit`` header, then the task's own limits, win.
         fair: give work only to idle children (``-O fair``).
         start_method: ``"fork"`` (default) or ``"spawn"`` (the app must then be picklable).
+        executor: how tasks run and failures are recorded (children use their app's).
         autoscale: ``(max, min)`` children; grow while all are busy and work waits, stop
             children idle for :data:`AUTOSCALE_IDLE` seconds, never below ``min``.
     """
@@ -97,6 +99,7 @@ class PreforkPool:
         autoscale: tuple[int, int] | None = None,
         wakeup: Callable[[], None] | None = None,
         hostname: str | None = None,
+        executor: Executor | None = None,
         **_: Any,
     ) -> None:
         if app is None:
@@ -105,6 +108,7 @@ class PreforkPool:
             app = current_app()
         self.state = state
         self.app = app
+        self.executor = executor or DEFAULT_EXECUTOR
         if autoscale:
             self.max_procs, self.min_procs = max(autoscale), min(autoscale)
             self._size = max(self.min_procs, 1)
@@ -467,7 +471,7 @@ class PreforkPool:
         self._owner.pop(running, None)
         if request is not None and not self._terminating:
             exitcode = proc.exitcode(timeout=1.0)
-            worker_lost(request, exitcode, self.max_redeliveries)
+            worker_lost(request, exitcode, self.max_redeliveries, self.app, self.executor.fail)
             self.state.task_ready(request)
         elif not proc.retiring and not proc.timed_out and not self._stopping:
             logger.warning(
@@ -483,7 +487,7 @@ class PreforkPool:
             os.kill(proc.pid, signal.SIGKILL)
         self._jobs.pop(job_id, None)
         self._owner.pop(job_id, None)
-        time_limit_exceeded(request, limit)
+        time_limit_exceeded(request, limit, self.executor.fail)
         self.state.task_ready(request)
         self._gone(proc)
 

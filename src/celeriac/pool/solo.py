@@ -8,6 +8,9 @@ from typing import TYPE_CHECKING, Any
 from celeriac.worker.executor import execute_request
 
 if TYPE_CHECKING:
+    from celeriac.worker.executor import Executor
+
+if TYPE_CHECKING:
     from celeriac.worker.request import Request
     from celeriac.worker.state import WorkerState
 
@@ -19,8 +22,9 @@ class SoloPool:
 
     limit = 1
 
-    def __init__(self, state: WorkerState, **_: Any) -> None:
+    def __init__(self, state: WorkerState, executor: Executor | None = None, **_: Any) -> None:
         self.state = state
+        self._execute = executor.execute if executor is not None else execute_request
 
     def start(self) -> None:
         return None
@@ -32,7 +36,7 @@ class SoloPool:
         return None
 
     def apply(self, request: Request) -> None:
-        execute_request(request, self.state)
+        self._execute(request, self.state)
 
     def filenos(self) -> tuple[int, ...]:
         return ()

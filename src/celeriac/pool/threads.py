@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 from celeriac.worker.executor import execute_request
 
 if TYPE_CHECKING:
+    from celeriac.worker.executor import Executor
     from celeriac.worker.request import Request
     from celeriac.worker.state import WorkerState
 
@@ -43,6 +44,7 @@ class ThreadsPool:
         app: the application (unused; every pool takes it).
         wakeup: called from a thread after it records a decision, to make the consumer
             loop come round and call :meth:`tick` (the transport's ``wakeup``).
+        executor: how a request runs (default: celeriac's own tracer).
         **options: other pool options, ignored.
     """
 
@@ -52,9 +54,11 @@ class ThreadsPool:
         concurrency: int | None = None,
         app: Any = None,
         wakeup: Callable[[], None] | None = None,
+        executor: Executor | None = None,
         **options: Any,
     ) -> None:
         self.state = state
+        self._execute = executor.execute if executor is not None else execute_request
         self.limit = concurrency or os.cpu_count() or 1
         self.app = app
         self.options = options
@@ -198,7 +202,7 @@ class ThreadsPool:
                 request = queue.popleft()
                 self._busy += 1
             try:
-                execute_request(request, self.state)
+                self._execute(request, self.state)
             except Exception:
                 # execute_request handles task errors; this is a bug, and the message stays
                 # unacked until the connection closes.

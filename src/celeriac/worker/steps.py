@@ -56,6 +56,7 @@ class Pool(StartStopStep):
             app=parent.app,
             hostname=parent.hostname,
             wakeup=parent.wake_consumer,
+            executor=parent.executor,
             **parent.pool_options,
         )
         self.obj = parent.pool

@@ -13,8 +13,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from celeriac import signals, states
-from celeriac.context import Context
+from celeriac import signals
 from celeriac.errors import (
     ContentDisallowed,
     DecodeError,
@@ -59,6 +58,8 @@ class Strategy:
     ) -> None:
         self.app = app
         self.tasks = app.tasks
+        self.revoke = app.executor.revoke
+        self.unknown = app.executor.unknown
         self.decode = decoder.decode
         self.apply = pool.apply
         self.timer = timer
@@ -107,10 +108,11 @@ class Strategy:
             self._unknown_task(message, tag)
             return
         request = Request(message, task, self.ack, self.reject, self.hostname)
+        if discard_if_revoked(request, self.state, self.revoke):
+            return
+        # after the revoked/expired check, as Celery's strategy sends it
         if signals.task_received.receivers:
             signals.task_received.send(sender=self, request=request)
-        if discard_if_revoked(request, self.state):
-            return
         eta_at = message.eta_at
         if eta_at is not None and eta_at > time.time():
             # hold the message unacked until its time; raise prefetch so others keep flowing
@@ -159,15 +161,6 @@ class Strategy:
                 exc=NotRegistered(message.name),
             )
         try:
-            # reply_to/correlation_id let the RPC backend route the failure to the client
-            request = Context(
-                id=message.id,
-                task=message.name,
-                reply_to=message.reply_to,
-                correlation_id=message.correlation_id,
-            )
-            self.app.backend.store_result(
-                message.id, NotRegistered(message.name), states.FAILURE, None, request
-            )
+            self.unknown(self.app, message)
         except Exception as exc:  # no backend, or it is down: the reject already happened
             logger.debug("could not store NotRegistered for %s: %r", message.id, exc)

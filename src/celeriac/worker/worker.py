@@ -104,6 +104,7 @@ class WorkController:
             "autoscale": autoscale,
             "start_method": start_method or conf.worker_start_method,
         }
+        self.executor = app.executor
         self.state = WorkerState()
         self.cold_shutdown = False
         self.steps: list[Step] = []

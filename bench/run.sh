@@ -12,7 +12,7 @@ set_up() {
   built=$(ls src/celeriac/_speedups/message*.so 2> /dev/null | head -n 1)
   [ -n "$built" ] || return 1
   [ -z "$(find pyproject.toml setup.py _speedups -newer "$built" -print -quit)" ] || return 1
-  .venv/bin/python -c "import celery, celeriac._speedups.message" 2> /dev/null
+  .venv/bin/python -c "import celery, matplotlib, celeriac._speedups.message" 2> /dev/null
 }
 
 if ! set_up; then

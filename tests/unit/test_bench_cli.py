@@ -71,6 +71,9 @@ def test_no_broker_answering_runs_embedded_and_says_so(tmp_path: Path) -> None:
     ("args", "message"),
     [
         (["--task", "nap:3"], "task kind must be noop, echo, sleep:MS or cpu:US, got 'nap:3'"),
+        (["prefetch=1,4"], "sweep axes need --sweep"),
+        (["--sweep"], "--sweep needs axes"),
+        (["--sweep", "pool=solo,eventlet"], "'eventlet'"),
         (["-P", "gevent"], "'gevent' is not one of"),
         (["--publishers", "0"], "0 is not in the range x>=1"),
     ],
@@ -79,3 +82,33 @@ def test_bad_options_are_refused_with_the_bad_value(args: list[str], message: st
     proc = bench("-b", "memory://", "-n", "10", *args)
     assert proc.returncode == 2
     assert message in proc.stderr
+
+
+def test_embedded_sweep_prints_one_table_and_the_winner(tmp_path: Path) -> None:
+    out = tmp_path / "sweep.json"
+    proc = bench(
+        "-b",
+        "memory://",
+        "-n",
+        "500",
+        "--latency",
+        "0",
+        "--sweep",
+        "prefetch=1,8",
+        "pool=solo,threads,prefork",
+        "--json",
+        str(out),
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "prefork is left out of the sweep on the embedded broker" in proc.stdout
+    assert "fastest drain:" in proc.stdout
+    data = json.loads(out.read_text())
+    assert sorted(
+        (r["config"]["pool"], r["config"]["prefetch_multiplier"]) for r in data["sweep"]
+    ) == [
+        ("solo", 1),
+        ("solo", 8),
+        ("threads", 1),
+        ("threads", 8),
+    ]
+    assert data["drain_rate"] == max(r["drain_rate"] for r in data["sweep"])

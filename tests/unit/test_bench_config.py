@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from celeriac.bench import apps
-from celeriac.bench.config import BenchOptions, TaskKind, parse_task
+from celeriac.bench.config import BenchOptions, TaskKind, parse_sweep, parse_task, sweep_grid
 from celeriac.bench.run import worker_env
 
 
@@ -39,6 +39,47 @@ def test_the_task_functions_do_what_their_kind_says() -> None:
     assert apps.echo("abc") == "abc"
     assert apps.noop("payload") is None
     assert apps.cpu(200) > 0
+
+
+def test_sweep_axes_parse_into_option_names() -> None:
+    axes = parse_sweep(["prefetch=1,4,16", "pool=solo,threads", "concurrency=1,2"])
+    assert axes == {
+        "prefetch_multiplier": [1, 4, 16],
+        "pool": ["solo", "threads"],
+        "concurrency": [1, 2],
+    }
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        ("speed=1,2", "sweep axis must be one of"),
+        ("pool=solo,gevent", "'gevent'"),
+        ("prefetch=a,b", "integers"),
+        ("concurrency=0", "positive"),
+        ("prefetch=", "no values"),
+    ],
+)
+def test_bad_sweep_axes_name_the_bad_value(spec: str, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        parse_sweep([spec])
+
+
+def test_sweep_axis_twice_is_refused() -> None:
+    with pytest.raises(ValueError, match="twice"):
+        parse_sweep(["pool=solo", "pool=threads"])
+
+
+def test_sweep_grid_runs_solo_once_per_prefetch() -> None:
+    base = BenchOptions(broker="amqp://localhost//")
+    grid = sweep_grid(
+        base,
+        {"prefetch_multiplier": [1, 16], "pool": ["solo", "threads"], "concurrency": [1, 2, 4]},
+    )
+    labels = [o.label() for o in grid]
+    assert len(labels) == len(set(labels)) == 2 * (1 + 3)
+    assert "solo -c 1 x16" in labels and "threads -c 4 x1" in labels
+    assert all(o.queue == base.queue for o in grid)
 
 
 def test_worker_flags_carry_every_worker_option() -> None:

@@ -1,12 +1,16 @@
-"""What the bench reports from a run: percentiles, CPU totals, what an interruption keeps."""
+"""What the bench reports from its runs: CPU totals, what an interruption keeps, the sweep's
+winner, and the plot."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import pytest
 
 from celeriac.bench.cpu import CpuSplit
 from celeriac.bench.phases import percentiles
 from celeriac.bench.results import RunResult
+from celeriac.bench.sweep import ranked, verdict
 
 
 def _run(
@@ -66,3 +70,34 @@ def test_interrupted_run_keeps_its_rate_so_far() -> None:
     assert (done, total) == (300, 1000) and rate > 0
     assert run.as_dict()["partial"]["publish"]["done"] == 300
     assert run.as_dict()["interrupted_in"] == "start"
+
+
+def test_sweep_verdict_names_the_winner_and_the_margin() -> None:
+    runs = [
+        _run(pool="solo", prefetch=1, drain=2.0),  # 500/s
+        _run(pool="threads", prefetch=16, drain=0.5),  # 2000/s
+        _run(pool="solo", prefetch=16, drain=1.0),  # 1000/s
+        _run(pool="threads", prefetch=1, drain=None),  # interrupted
+    ]
+    assert [r.label for r in ranked(runs)] == ["threads -c 1 x16", "solo -c 1 x16", "solo -c 1 x1"]
+    text = verdict(runs)
+    assert text.startswith("fastest drain: threads -c 1 x16 at 2,000 tasks/s")
+    assert "100% above the next (solo -c 1 x16" in text
+    assert "4.0x the slowest (solo -c 1 x1)" in text
+
+
+def test_plot_writes_a_png(tmp_path: Path) -> None:
+    pytest.importorskip("matplotlib")
+    from celeriac.bench.plot import plot
+
+    runs = [
+        _run(pool=pool, prefetch=prefetch, drain=1.0 / (prefetch * (2 if pool == "solo" else 3)))
+        for pool in ("solo", "threads")
+        for prefetch in (1, 4, 16, 64)
+    ]
+    runs[0].latency_samples = [0.5 + i / 100 for i in range(200)]
+    out = tmp_path / "sweep.png"
+    plot(runs, str(out))
+    data = out.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    assert 20_000 < len(data) < 2_000_000

@@ -1,14 +1,16 @@
-"""``celeriac bench`` from options to printed tables; Ctrl-C prints what was measured and
-exits 130."""
+"""``celeriac bench`` from options to printed tables: one run or a sweep; Ctrl-C prints what
+was measured and exits 130."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from rich.console import Console
 
+from celeriac.bench import sweep as sw
 from celeriac.bench.broker import BrokerInfo
-from celeriac.bench.config import BenchOptions
+from celeriac.bench.config import BenchOptions, sweep_grid
 from celeriac.bench.machine import environment
 from celeriac.bench.progress import PhaseProgress
 from celeriac.bench.report import cpu_table, document, print_header, run_table, write_json
@@ -22,50 +24,96 @@ INTERRUPTED = 130
 
 @dataclass
 class Plan:
-    """What to run: the options and where the results go."""
+    """What to run: the base options and the mode around them."""
 
     opts: BenchOptions
+    sweep: dict[str, list[Any]] | None = None
     json_file: str | None = None
+    plot_file: str | None = None
     notes: list[str] = field(default_factory=list)
 
 
-def _run(
-    opts: BenchOptions, broker: BrokerInfo, progress: PhaseProgress, result: RunResult
-) -> None:
-    from celeriac.bench.embedded import run_embedded
-    from celeriac.bench.run import run_once
+@dataclass
+class _State:
+    runs: list[RunResult] = field(default_factory=list)
+    interrupted: bool = False
 
-    progress.begin_run("")
+
+def _run(
+    opts: BenchOptions, broker: BrokerInfo, progress: PhaseProgress, state: _State
+) -> RunResult:
+    from celeriac.bench.embedded import run_embedded
+    from celeriac.bench.run import new_result, run_once
+
+    result = new_result(opts)
+    state.runs.append(result)  # before it runs: an interruption keeps what it measured
+    progress.begin_run("" if progress.keep else f"{opts.worker} {opts.label()}")
     runner = run_embedded if opts.embedded else run_once
-    runner(opts, broker, progress, result)
+    return runner(opts, broker, progress, result)
+
+
+def _line(console: Console, run: RunResult) -> None:
+    latency = run.latency_ms
+    p50 = f", p50 {latency['p50']:.2f} ms" if latency else ""
+    console.print(
+        f"{run.worker:8s} {run.label:28s} publish {run.publish_rate or 0:>9,.0f}/s  "
+        f"drain {run.drain_rate or 0:>9,.0f}/s{p50}",
+        highlight=False,
+    )
 
 
 def execute(plan: Plan, broker: BrokerInfo, console: Console) -> int:
     """Run the plan, print the tables, write the files; return the exit status."""
-    from celeriac.bench.run import new_result
-
     opts = plan.opts
     env = environment()
     print_header(console, env, broker, opts, plan.notes)
-    result = new_result(opts)
-    interrupted = False
+    state = _State()
+    grid = sweep_grid(opts, plan.sweep) if plan.sweep else [opts]
+    single = plan.sweep is None
     try:
-        with PhaseProgress(console) as progress:
-            _run(opts, broker, progress, result)
+        with PhaseProgress(console, keep=single) as progress:
+            for config in grid:
+                run = _run(config, broker, progress, state)
+                if not single:
+                    _line(progress.progress.console, run)
     except KeyboardInterrupt:
-        interrupted = True
+        state.interrupted = True
+    return _finish(plan, broker, console, env, state)
+
+
+def _finish(
+    plan: Plan, broker: BrokerInfo, console: Console, env: dict[str, Any], state: _State
+) -> int:
+    runs = state.runs
+    extra: dict[str, Any] = {}
+    primary: RunResult | None = runs[0] if runs else None
+    if state.interrupted:
+        where = runs[-1].phase if runs else "start"
         console.print(
-            f"[bold red]interrupted[/] during {result.phase}: the run's queue and results "
-            "are removed; what was measured so far:"
+            f"[bold red]interrupted[/] during {where}: the run's queues and results are "
+            "removed; what was measured so far:"
         )
-    console.print(run_table(result))
-    if result.cpu:
-        console.print(cpu_table(result))
-    for note in result.notes:
-        console.print(f"[yellow]note:[/] {note}")
+    if plan.sweep is not None:
+        console.print(sw.sweep_table(runs))
+        console.print(sw.verdict(runs))
+        order = sw.ranked(runs)
+        primary = order[0] if order else primary
+        extra["sweep"] = [r.as_dict() for r in runs]
+    elif primary is not None:
+        console.print(run_table(primary))
+        if primary.cpu:
+            console.print(cpu_table(primary))
+    for run in runs:
+        for note in run.notes:
+            console.print(f"[yellow]note:[/] {note}")
     if plan.json_file:
-        doc = document(result, env, broker, opts, plan.notes)
-        doc["interrupted"] = interrupted
+        doc = document(primary, env, broker, plan.opts, plan.notes, **extra)
+        doc["interrupted"] = state.interrupted
         write_json(plan.json_file, doc)
         console.print(f"wrote {plan.json_file}")
-    return INTERRUPTED if interrupted else 0
+    if plan.plot_file and runs:
+        from celeriac.bench.plot import plot
+
+        plot(runs, plan.plot_file)
+        console.print(f"wrote {plan.plot_file}")
+    return INTERRUPTED if state.interrupted else 0

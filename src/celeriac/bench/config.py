@@ -11,13 +11,23 @@ from celeriac.bench.apps import CPU, ECHO, NOOP, SLEEP
 
 __all__ = [
     "POOLS",
+    "SWEEP_KEYS",
     "BenchOptions",
     "TaskKind",
     "new_queue_name",
+    "parse_sweep",
     "parse_task",
+    "sweep_grid",
 ]
 
 POOLS = ("prefork", "threads", "solo")
+
+#: ``--sweep`` axes: what users type, and the option each one sets
+SWEEP_KEYS: dict[str, str] = {
+    "prefetch": "prefetch_multiplier",
+    "pool": "pool",
+    "concurrency": "concurrency",
+}
 
 
 @dataclass(frozen=True)
@@ -157,3 +167,55 @@ class BenchOptions:
         data["result_backend"] = mask_url(self.backend)
         data["concurrency"] = self.workers
         return data
+
+
+def parse_sweep(specs: tuple[str, ...] | list[str]) -> dict[str, list[Any]]:
+    """``["prefetch=1,4", "pool=solo,threads"]`` as ``{"prefetch_multiplier": [1, 4], ...}``.
+
+    Raises:
+        ValueError: an unknown axis, a bad value, or an axis given twice.
+    """
+    axes: dict[str, list[Any]] = {}
+    for spec in specs:
+        key, sep, values = spec.partition("=")
+        key = key.strip()
+        if not sep or key not in SWEEP_KEYS:
+            raise ValueError(
+                f"sweep axis must be one of {', '.join(SWEEP_KEYS)} as NAME=V1,V2, got {spec!r}"
+            )
+        name = SWEEP_KEYS[key]
+        if name in axes:
+            raise ValueError(f"sweep axis {key!r} is given twice")
+        items = [v.strip() for v in values.split(",") if v.strip()]
+        if not items:
+            raise ValueError(f"sweep axis {key!r} has no values: {spec!r}")
+        if name == "pool":
+            bad = [v for v in items if v not in POOLS]
+            if bad:
+                raise ValueError(f"sweep pool must be one of {', '.join(POOLS)}, got {bad[0]!r}")
+            axes[name] = items
+            continue
+        try:
+            numbers = [int(v) for v in items]
+        except ValueError:
+            raise ValueError(f"sweep {key} values must be integers, got {values!r}") from None
+        if any(n < (0 if name == "prefetch_multiplier" else 1) for n in numbers):
+            raise ValueError(f"sweep {key} values must be positive, got {values!r}")
+        axes[name] = numbers
+    return axes
+
+
+def sweep_grid(base: BenchOptions, axes: dict[str, list[Any]]) -> list[BenchOptions]:
+    """Every combination of the axes applied to ``base``, each configuration once (solo
+    always runs one task at a time, so its concurrencies collapse into one)."""
+    grid = [base]
+    for name, values in axes.items():
+        grid = [opts.with_(**{name: value}) for opts in grid for value in values]
+    seen: set[tuple[str, int, int]] = set()
+    unique = []
+    for opts in grid:
+        key = (opts.pool, opts.workers, opts.prefetch_multiplier)
+        if key not in seen:
+            seen.add(key)
+            unique.append(opts)
+    return unique

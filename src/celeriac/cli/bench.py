@@ -21,6 +21,7 @@ _URL_VARIABLES = (
 
 
 @click.command()
+@click.argument("axes", nargs=-1, metavar="[AXIS=V1,V2 ...]")
 @click.option(
     "-b",
     "--broker",
@@ -100,13 +101,25 @@ _URL_VARIABLES = (
     help="Queue name (default: a new one per run); it is deleted afterwards.",
 )
 @click.option(
+    "--sweep",
+    is_flag=True,
+    help="Run every combination of the AXES: prefetch=..., pool=..., concurrency=....",
+)
+@click.option(
+    "--plot",
+    "plot_file",
+    default=None,
+    metavar="FILE.png",
+    help="Draw drain rate against prefetch (and the latency CDF).",
+)
+@click.option(
     "-l", "--loglevel", default="ERROR", show_default=True, help="Level of celeriac's own logs."
 )
 @click.option(
     "--json", "json_file", default=None, metavar="FILE", help="Write every number to this file."
 )
 @click.pass_context
-def bench(ctx: click.Context, /, **options: Any) -> None:
+def bench(ctx: click.Context, /, axes: tuple[str, ...], **options: Any) -> None:
     """Measure a worker: publish rate, drain rate and round-trip latency.
 
     The worker runs as its own process, started as a user starts it (`celeriac worker`);
@@ -123,7 +136,7 @@ def bench(ctx: click.Context, /, **options: Any) -> None:
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="-l") from None
 
-    plan, given = _plan(ctx, options)
+    plan, given = _plan(ctx, axes, options)
     console = Console()
     url, note = choose_broker(given)
     if note:
@@ -146,10 +159,10 @@ def bench(ctx: click.Context, /, **options: Any) -> None:
     sys.exit(status)
 
 
-def _plan(ctx: click.Context, o: dict[str, Any]) -> tuple[Any, str | None]:
+def _plan(ctx: click.Context, axes: tuple[str, ...], o: dict[str, Any]) -> tuple[Any, str | None]:
     """The options as a :class:`~celeriac.bench.command.Plan`, and the broker asked for."""
     from celeriac.bench.command import Plan
-    from celeriac.bench.config import BenchOptions, new_queue_name, parse_task
+    from celeriac.bench.config import BenchOptions, new_queue_name, parse_sweep, parse_task
 
     parent: dict[str, Any] = ctx.obj or {}
     broker = o["broker"] or parent.get("broker")
@@ -162,6 +175,14 @@ def _plan(ctx: click.Context, o: dict[str, Any]) -> tuple[Any, str | None]:
         task = parse_task(o["task_spec"])
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--task") from None
+    if axes and not o["sweep"]:
+        raise click.UsageError(f"{' '.join(axes)!r}: sweep axes need --sweep")
+    try:
+        sweep = parse_sweep(axes) if o["sweep"] else None
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--sweep") from None
+    if o["sweep"] and not sweep:
+        raise click.UsageError("--sweep needs axes, e.g. --sweep prefetch=1,16 pool=solo,threads")
     opts = BenchOptions(
         broker=broker or "",
         result_backend=backend,
@@ -179,7 +200,7 @@ def _plan(ctx: click.Context, o: dict[str, Any]) -> tuple[Any, str | None]:
         queue=o["queue"] or new_queue_name(),
         confirm=o["confirm"],
     )
-    return Plan(opts, o["json_file"]), broker
+    return Plan(opts, sweep, o["json_file"], o["plot_file"]), broker
 
 
 def _configured(app_spec: str | None) -> dict[str, Any]:
@@ -211,6 +232,11 @@ def _check(plan: Any) -> None:
         if opts.pool not in EMBEDDED_POOLS:
             plan.notes.append(f"-P {opts.pool} cannot run on the embedded broker: -P solo instead")
             plan.opts = opts = opts.with_(pool="solo")
+        if plan.sweep and "pool" in plan.sweep:
+            pools = [p for p in plan.sweep["pool"] if p in EMBEDDED_POOLS]
+            if len(pools) < len(plan.sweep["pool"]):
+                plan.notes.append("prefork is left out of the sweep on the embedded broker")
+            plan.sweep["pool"] = pools or ["solo"]
         if opts.publishers > 1:
             plan.notes.append("one publisher on the embedded broker (it lives in this process)")
             plan.opts = opts.with_(publishers=1)

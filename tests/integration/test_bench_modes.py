@@ -1,4 +1,4 @@
-"""``celeriac bench`` modes on the local RabbitMQ: ``--sweep`` with ``--plot``."""
+"""``celeriac bench`` modes on the local RabbitMQ: ``--sweep`` with ``--plot``, and ``--raw``."""
 
 from __future__ import annotations
 
@@ -50,3 +50,24 @@ def test_sweep_prints_one_sorted_table_and_plots_it(amqp_url: str, tmp_path: Pat
     assert width > 800 and height > 300  # two panels: drain rate and latency CDF
     assert png.stat().st_size > 20_000
     assert not queue_exists(amqp_url, queue)
+
+
+def test_raw_prints_the_bare_consume_rate_next_to_the_drain(amqp_url: str, tmp_path: Path) -> None:
+    out = tmp_path / "raw.json"
+    queue = new_queue()
+    proc = bench(
+        "-P", "solo", "-n", "3000", "--latency", "0", "--raw", "--queue", queue,
+        "--json", str(out),
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    for row in ("drain rate (solo -c 1 x4)", "raw consume (bare AMQP client, prefetch 4)"):
+        assert row in proc.stdout
+    assert "worker drain / raw consume" in proc.stdout
+    data = json.loads(out.read_text())
+    raw = data["raw"]
+    assert raw["publish_rate"] > 0 and raw["consume_rate"] > 0
+    assert raw["prefetch"] == 4 and raw["queue"] == f"{queue}.raw"
+    assert raw["drain_pct"] == pytest.approx(100 * data["drain_rate"] / raw["consume_rate"])
+    assert f"{raw['drain_pct']:.0f}%" in proc.stdout
+    assert not queue_exists(amqp_url, queue)
+    assert not queue_exists(amqp_url, raw["queue"])

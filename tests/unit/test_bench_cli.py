@@ -76,6 +76,7 @@ def test_no_broker_answering_runs_embedded_and_says_so(tmp_path: Path) -> None:
         (["--sweep", "pool=solo,eventlet"], "'eventlet'"),
         (["-P", "gevent"], "'gevent' is not one of"),
         (["--publishers", "0"], "0 is not in the range x>=1"),
+        (["--raw"], "--raw needs a real broker, not memory://"),
     ],
 )
 def test_bad_options_are_refused_with_the_bad_value(args: list[str], message: str) -> None:

@@ -1,5 +1,5 @@
-"""``celeriac bench`` from options to printed tables: one run or a sweep; Ctrl-C prints what
-was measured and exits 130."""
+"""``celeriac bench`` from options to printed tables: one run or a sweep, and the raw broker
+limit; Ctrl-C prints what was measured and exits 130."""
 
 from __future__ import annotations
 
@@ -28,6 +28,7 @@ class Plan:
 
     opts: BenchOptions
     sweep: dict[str, list[Any]] | None = None
+    raw: bool = False
     json_file: str | None = None
     plot_file: str | None = None
     notes: list[str] = field(default_factory=list)
@@ -36,6 +37,7 @@ class Plan:
 @dataclass
 class _State:
     runs: list[RunResult] = field(default_factory=list)
+    options: list[BenchOptions] = field(default_factory=list)
     interrupted: bool = False
 
 
@@ -47,6 +49,7 @@ def _run(
 
     result = new_result(opts)
     state.runs.append(result)  # before it runs: an interruption keeps what it measured
+    state.options.append(opts)
     progress.begin_run("" if progress.keep else f"{opts.worker} {opts.label()}")
     runner = run_embedded if opts.embedded else run_once
     return runner(opts, broker, progress, result)
@@ -76,9 +79,24 @@ def execute(plan: Plan, broker: BrokerInfo, console: Console) -> int:
                 run = _run(config, broker, progress, state)
                 if not single:
                     _line(progress.progress.console, run)
+            if plan.raw and sw.ranked(state.runs):
+                _raw(plan, state, progress)
     except KeyboardInterrupt:
         state.interrupted = True
     return _finish(plan, broker, console, env, state)
+
+
+def _raw(plan: Plan, state: _State, progress: PhaseProgress) -> None:
+    """The bare client on the same broker, next to the (fastest) drain."""
+    from celeriac.bench.raw import run_raw
+
+    primary = sw.ranked(state.runs)[0]
+    opts = state.options[state.runs.index(primary)]
+    progress.begin_run("" if progress.keep else "raw")
+    primary.phase = "raw"
+    primary.raw = run_raw(opts, progress, primary.drain_rate)
+    primary.notes += primary.raw.pop("notes", [])
+    primary.phase = "done"
 
 
 def _finish(
@@ -99,7 +117,7 @@ def _finish(
         order = sw.ranked(runs)
         primary = order[0] if order else primary
         extra["sweep"] = [r.as_dict() for r in runs]
-    elif primary is not None:
+    if primary is not None and (plan.sweep is None or primary.raw):
         console.print(run_table(primary))
         if primary.cpu:
             console.print(cpu_table(primary))

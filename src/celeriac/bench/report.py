@@ -85,6 +85,13 @@ def run_table(result: RunResult, title: str = "celeriac bench") -> Table:
         how += ", confirms"
     table.add_row(f"publish rate ({how})", _rate(result, "publish", result.publish_rate))
     table.add_row(f"drain rate ({result.label})", _rate(result, "drain", result.drain_rate))
+    raw = result.raw or {}
+    if raw.get("consume_rate"):
+        how = f"bare AMQP client, prefetch {raw['prefetch']}"
+        table.add_row(f"raw consume ({how})", fmt_rate(raw["consume_rate"], "msgs/s"))
+        if raw.get("drain_pct") is not None:
+            table.add_row("worker drain / raw consume", f"{raw['drain_pct']:.0f}%")
+        table.add_row("raw publish (bare AMQP client)", fmt_rate(raw.get("publish_rate"), "msgs/s"))
     if result.startup_seconds is not None:
         table.add_row("worker start-up (not in the drain)", f"{result.startup_seconds:.2f} s")
     latency = result.latency_ms

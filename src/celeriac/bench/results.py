@@ -29,6 +29,7 @@ class RunResult:
     latency_samples: list[float] = field(default_factory=list)
     cpu: dict[str, CpuSplit] = field(default_factory=dict)
     worker_peak_rss_bytes: int | None = None
+    raw: dict[str, Any] | None = None
     notes: list[str] = field(default_factory=list)
     #: phase -> (done, total, seconds and count since its first progress), kept for an
     #: interrupted run
@@ -117,6 +118,7 @@ class RunResult:
             "latency_samples_ms": self.latency_samples,
             "cpu": self.cpu_summary(),
             "worker_peak_rss_bytes": self.worker_peak_rss_bytes,
+            "raw": self.raw,
             "notes": self.notes,
             "partial": {
                 phase: {"done": done, "total": total, "rate": rate}

@@ -113,6 +113,11 @@ _URL_VARIABLES = (
     help="Draw drain rate against prefetch (and the latency CDF).",
 )
 @click.option(
+    "--raw",
+    is_flag=True,
+    help="Also publish and consume the run's messages with the bare AMQP client.",
+)
+@click.option(
     "-l", "--loglevel", default="ERROR", show_default=True, help="Level of celeriac's own logs."
 )
 @click.option(
@@ -200,7 +205,7 @@ def _plan(ctx: click.Context, axes: tuple[str, ...], o: dict[str, Any]) -> tuple
         queue=o["queue"] or new_queue_name(),
         confirm=o["confirm"],
     )
-    return Plan(opts, sweep, o["json_file"], o["plot_file"]), broker
+    return Plan(opts, sweep, o["raw"], o["json_file"], o["plot_file"]), broker
 
 
 def _configured(app_spec: str | None) -> dict[str, Any]:
@@ -229,6 +234,8 @@ def _check(plan: Any) -> None:
             "the worker runs in this process: its CPU is counted as the client's, its memory "
             "is this process's"
         )
+        if plan.raw:
+            raise click.UsageError(f"--raw needs a real broker, not {opts.broker}")
         if opts.pool not in EMBEDDED_POOLS:
             plan.notes.append(f"-P {opts.pool} cannot run on the embedded broker: -P solo instead")
             plan.opts = opts = opts.with_(pool="solo")

@@ -1,4 +1,5 @@
-"""``celeriac bench`` modes on the local RabbitMQ: ``--sweep`` with ``--plot``, and ``--raw``."""
+"""``celeriac bench`` modes on the local RabbitMQ: ``--sweep`` with ``--plot``, ``--raw``,
+and ``--against celery``."""
 
 from __future__ import annotations
 
@@ -71,3 +72,27 @@ def test_raw_prints_the_bare_consume_rate_next_to_the_drain(amqp_url: str, tmp_p
     assert f"{raw['drain_pct']:.0f}%" in proc.stdout
     assert not queue_exists(amqp_url, queue)
     assert not queue_exists(amqp_url, raw["queue"])
+
+
+def test_against_celery_alternates_and_prints_ratios(amqp_url: str, tmp_path: Path) -> None:
+    pytest.importorskip("celery")
+    out = tmp_path / "vs.json"
+    queue = new_queue()
+    proc = bench(
+        "-P", "threads", "-c", "2", "--prefetch-multiplier", "64", "-n", "500", "--latency",
+        "10", "--against", "celery", "--repeat", "2", "--queue", queue, "--json", str(out),
+        timeout=180,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert "celeriac bench: celeriac vs Celery, median of 2 (min-max)" in proc.stdout
+    assert "celeriac/Celery: drain" in proc.stdout
+    data = json.loads(out.read_text())
+    assert [r["worker"] for r in data["runs"]] == ["celeriac", "celery", "celery", "celeriac"]
+    assert all(r["completed"] for r in data["runs"])
+    summary = data["summary"]
+    for key in ("publish_rate", "drain_rate", "latency_p50"):
+        assert summary[key]["celeriac"]["runs"] == 2 and summary[key]["celery"]["runs"] == 2
+        ratio = summary[key]["celeriac"]["median"] / summary[key]["celery"]["median"]
+        assert summary[key]["ratio"] == pytest.approx(ratio)
+    assert data["drain_rate"] == summary["drain_rate"]["celeriac"]["median"]
+    assert not queue_exists(amqp_url, queue)

@@ -77,6 +77,9 @@ def test_no_broker_answering_runs_embedded_and_says_so(tmp_path: Path) -> None:
         (["-P", "gevent"], "'gevent' is not one of"),
         (["--publishers", "0"], "0 is not in the range x>=1"),
         (["--raw"], "--raw needs a real broker, not memory://"),
+        (["--against", "celery"], "--against needs a real broker, not memory://"),
+        (["--against", "celery", "--sweep", "pool=solo"], "--sweep and --against cannot be"),
+        (["--against", "rq"], "'rq' is not 'celery'"),
     ],
 )
 def test_bad_options_are_refused_with_the_bad_value(args: list[str], message: str) -> None:
@@ -113,3 +116,23 @@ def test_embedded_sweep_prints_one_table_and_the_winner(tmp_path: Path) -> None:
         ("threads", 8),
     ]
     assert data["drain_rate"] == max(r["drain_rate"] for r in data["sweep"])
+
+
+def test_against_celery_without_celery_says_how_to_install_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import importlib.util
+
+    import click
+
+    from celeriac.bench.command import Plan
+    from celeriac.bench.config import BenchOptions
+    from celeriac.cli.bench import _check
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "celery" else real(name, *a)
+    )
+    plan = Plan(BenchOptions(broker="amqp://localhost//"), against="celery", repeat=3)
+    with pytest.raises(click.UsageError, match="needs the celery package: pip install celery"):
+        _check(plan)

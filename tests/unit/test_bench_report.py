@@ -1,5 +1,5 @@
-"""What the bench reports from its runs: CPU totals, what an interruption keeps, the sweep's
-winner, and the plot."""
+"""What the bench reports from its runs: CPU totals, the sweep's winner, medians and ratios,
+and the plot."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from celeriac.bench import against
 from celeriac.bench.cpu import CpuSplit
 from celeriac.bench.phases import percentiles
 from celeriac.bench.results import RunResult
@@ -84,6 +85,31 @@ def test_sweep_verdict_names_the_winner_and_the_margin() -> None:
     assert text.startswith("fastest drain: threads -c 1 x16 at 2,000 tasks/s")
     assert "100% above the next (solo -c 1 x16" in text
     assert "4.0x the slowest (solo -c 1 x1)" in text
+
+
+def test_orders_alternate_which_worker_goes_first() -> None:
+    assert against.orders(["celeriac", "celery"], 3) == [
+        ["celeriac", "celery"],
+        ["celery", "celeriac"],
+        ["celeriac", "celery"],
+    ]
+
+
+def test_summary_medians_ranges_and_ratio() -> None:
+    runs = [
+        _run("celeriac", drain=0.1),  # 10,000/s
+        _run("celery", drain=1.0),  # 1,000/s
+        _run("celeriac", drain=0.125),  # 8,000/s
+        _run("celery", drain=0.5),  # 2,000/s
+        _run("celeriac", drain=0.2),  # 5,000/s
+        _run("celery", drain=None),  # did not finish
+    ]
+    data = against.summary(runs, ["celeriac", "celery"])
+    drain = data["drain_rate"]
+    assert drain["celeriac"] == {"median": 8000, "min": 5000, "max": 10000, "runs": 3}
+    assert drain["celery"]["median"] == 1500 and drain["celery"]["runs"] == 2
+    assert drain["ratio"] == pytest.approx(8000 / 1500)
+    assert data["latency_p50"]["celeriac"] is None and "ratio" not in data["latency_p50"]
 
 
 def test_plot_writes_a_png(tmp_path: Path) -> None:

@@ -1,5 +1,5 @@
-"""``celeriac bench`` from options to printed tables: one run or a sweep, and the raw broker
-limit; Ctrl-C prints what was measured and exits 130."""
+"""``celeriac bench`` from options to printed tables: one run, a sweep, repeats, a comparison
+with Celery, the raw broker limit; Ctrl-C prints what was measured and exits 130."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from typing import Any
 
 from rich.console import Console
 
+from celeriac.bench import against as vs
 from celeriac.bench import sweep as sw
 from celeriac.bench.broker import BrokerInfo
 from celeriac.bench.config import BenchOptions, sweep_grid
@@ -28,6 +29,8 @@ class Plan:
 
     opts: BenchOptions
     sweep: dict[str, list[Any]] | None = None
+    against: str | None = None
+    repeat: int = 1
     raw: bool = False
     json_file: str | None = None
     plot_file: str | None = None
@@ -69,28 +72,35 @@ def execute(plan: Plan, broker: BrokerInfo, console: Console) -> int:
     """Run the plan, print the tables, write the files; return the exit status."""
     opts = plan.opts
     env = environment()
-    print_header(console, env, broker, opts, plan.notes)
+    kinds = ["celeriac", plan.against] if plan.against else [opts.worker]
+    print_header(console, env, broker, opts, plan.notes, kinds)
     state = _State()
-    grid = sweep_grid(opts, plan.sweep) if plan.sweep else [opts]
-    single = plan.sweep is None
+    if plan.sweep:
+        grid = sweep_grid(opts, plan.sweep)
+    else:  # rounds alternate which worker goes first, so drift favours neither
+        grid = [
+            opts.with_(worker=kind) for order in vs.orders(kinds, plan.repeat) for kind in order
+        ]
+    single = len(grid) == 1
     try:
         with PhaseProgress(console, keep=single) as progress:
             for config in grid:
                 run = _run(config, broker, progress, state)
                 if not single:
                     _line(progress.progress.console, run)
-            if plan.raw and sw.ranked(state.runs):
+            if plan.raw and sw.ranked(state.runs):  # on the fastest celeriac run
                 _raw(plan, state, progress)
     except KeyboardInterrupt:
         state.interrupted = True
-    return _finish(plan, broker, console, env, state)
+    return _finish(plan, broker, console, env, state, kinds)
 
 
 def _raw(plan: Plan, state: _State, progress: PhaseProgress) -> None:
     """The bare client on the same broker, next to the (fastest) drain."""
     from celeriac.bench.raw import run_raw
 
-    primary = sw.ranked(state.runs)[0]
+    celeriac = [r for r in state.runs if r.worker == "celeriac"]
+    primary = sw.ranked(celeriac or state.runs)[0]
     opts = state.options[state.runs.index(primary)]
     progress.begin_run("" if progress.keep else "raw")
     primary.phase = "raw"
@@ -100,13 +110,18 @@ def _raw(plan: Plan, state: _State, progress: PhaseProgress) -> None:
 
 
 def _finish(
-    plan: Plan, broker: BrokerInfo, console: Console, env: dict[str, Any], state: _State
+    plan: Plan,
+    broker: BrokerInfo,
+    console: Console,
+    env: dict[str, Any],
+    state: _State,
+    kinds: list[str],
 ) -> int:
     runs = state.runs
     extra: dict[str, Any] = {}
     primary: RunResult | None = runs[0] if runs else None
     if state.interrupted:
-        where = runs[-1].phase if runs else "start"
+        where = next((r.phase for r in reversed(runs) if not r.complete), "start")
         console.print(
             f"[bold red]interrupted[/] during {where}: the run's queues and results are "
             "removed; what was measured so far:"
@@ -117,7 +132,15 @@ def _finish(
         order = sw.ranked(runs)
         primary = order[0] if order else primary
         extra["sweep"] = [r.as_dict() for r in runs]
-    if primary is not None and (plan.sweep is None or primary.raw):
+    elif len(runs) > 1 or plan.repeat > 1 or plan.against:
+        data = vs.summary(runs, kinds)
+        console.print(vs.summary_table(data, kinds, plan.repeat))
+        if "ratio" in data["drain_rate"]:
+            console.print(vs.ratio_line(data))
+        extra.update(summary=data, runs=[r.as_dict() for r in runs], **vs.medians(data, kinds[0]))
+        first = [r for r in runs if r.raw] + [r for r in runs if r.worker == kinds[0]]
+        primary = first[0] if first else primary
+    if primary is not None and (not extra or primary.raw):
         console.print(run_table(primary))
         if primary.cpu:
             console.print(cpu_table(primary))
@@ -125,7 +148,8 @@ def _finish(
         for note in run.notes:
             console.print(f"[yellow]note:[/] {note}")
     if plan.json_file:
-        doc = document(primary, env, broker, plan.opts, plan.notes, **extra)
+        doc = document(primary, env, broker, plan.opts, plan.notes)
+        doc.update(extra)
         doc["interrupted"] = state.interrupted
         write_json(plan.json_file, doc)
         console.print(f"wrote {plan.json_file}")

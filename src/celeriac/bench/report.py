@@ -43,6 +43,7 @@ def print_header(
     broker: BrokerInfo,
     opts: BenchOptions,
     notes: list[str],
+    workers: list[str] | None = None,
 ) -> None:
     """Machine, versions, broker, the worker command and every option of the run."""
     console.print(
@@ -58,7 +59,9 @@ def print_header(
     if opts.embedded:
         console.print("worker: in this process (start_worker), the embedded broker's only option")
     else:
-        console.print(f"worker: `{opts.worker} worker {' '.join(opts.worker_flags())}` process")
+        flags = " ".join(opts.worker_flags())
+        commands = " and ".join(f"`{kind} worker {flags}`" for kind in workers or [opts.worker])
+        console.print(f"worker: {commands}, each a process of its own")
     flags = " ".join(f"{k}={v}" for k, v in opts.as_dict().items() if k != "worker")
     console.print(f"options: {flags}", highlight=False)
     for note in [*notes, broker.note]:
@@ -125,6 +128,9 @@ def cpu_table(result: RunResult) -> Table:
         row = [party]
         for phase in phases:
             data = summary["phases"][phase]
+            if party == "worker" and phase == "publish" and data["worker_s"] is None:
+                row.append("not started")  # the worker starts after publishing
+                continue
             row.append(_fmt_cpu(data[f"{party}_s"], data[f"{party}_pct"]))
         row.append(_fmt_cpu(summary[f"{party}_s"], summary[f"{party}_pct"]))
         table.add_row(*row)

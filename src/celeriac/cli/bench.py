@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import sys
 from typing import Any
@@ -113,6 +114,18 @@ _URL_VARIABLES = (
     help="Draw drain rate against prefetch (and the latency CDF).",
 )
 @click.option(
+    "--against",
+    type=click.Choice(["celery"]),
+    default=None,
+    help="Run the same workload with Celery's client and a celery worker too.",
+)
+@click.option(
+    "--repeat",
+    type=click.IntRange(1),
+    default=None,
+    help="Runs per worker, medians reported (default: 3 with --against, else 1).",
+)
+@click.option(
     "--raw",
     is_flag=True,
     help="Also publish and consume the run's messages with the bare AMQP client.",
@@ -205,7 +218,9 @@ def _plan(ctx: click.Context, axes: tuple[str, ...], o: dict[str, Any]) -> tuple
         queue=o["queue"] or new_queue_name(),
         confirm=o["confirm"],
     )
-    return Plan(opts, sweep, o["raw"], o["json_file"], o["plot_file"]), broker
+    repeat = o["repeat"] or (3 if o["against"] else 1)
+    plan = Plan(opts, sweep, o["against"], repeat, o["raw"], o["json_file"], o["plot_file"])
+    return plan, broker
 
 
 def _configured(app_spec: str | None) -> dict[str, Any]:
@@ -229,13 +244,22 @@ def _check(plan: Any) -> None:
     from celeriac.bench.embedded import EMBEDDED_POOLS
 
     opts = plan.opts
+    if plan.against and importlib.util.find_spec("celery") is None:
+        raise click.UsageError(
+            "--against celery needs the celery package: pip install celery "
+            "(or pip install 'celeriac[bench]')"
+        )
+    if plan.sweep and (plan.against or plan.repeat > 1):
+        flag = "--against" if plan.against else "--repeat"
+        raise click.UsageError(f"--sweep and {flag} cannot be combined: run one at a time")
     if opts.embedded:
         plan.notes.append(
             "the worker runs in this process: its CPU is counted as the client's, its memory "
             "is this process's"
         )
-        if plan.raw:
-            raise click.UsageError(f"--raw needs a real broker, not {opts.broker}")
+        if plan.against or plan.raw:
+            flag = "--against" if plan.against else "--raw"
+            raise click.UsageError(f"{flag} needs a real broker, not {opts.broker}")
         if opts.pool not in EMBEDDED_POOLS:
             plan.notes.append(f"-P {opts.pool} cannot run on the embedded broker: -P solo instead")
             plan.opts = opts = opts.with_(pool="solo")

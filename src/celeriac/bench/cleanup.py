@@ -55,7 +55,8 @@ def delete_queues(broker: str, queues: Iterable[str], exchanges: Iterable[str]) 
                         transport.delete_exchange(name)
                 except Exception as exc:  # the next one may still go
                     problems.append(f"could not delete {kind} {name}: {exc}")
-                    transport.connect()  # a channel error closes only the channel
+                    with contextlib.suppress(Exception):
+                        transport.connect()  # a channel error closes only the channel
     finally:
         with contextlib.suppress(Exception):
             transport.close()

@@ -79,7 +79,11 @@ def run_once(
         result.cpu["publish"] = meter.stop()
         client.mark(marker)
         deadline = time.monotonic() + 120
-        while ready_count(admin, queue) < tasks + 1 and time.monotonic() < deadline:
+        while (queued := ready_count(admin, queue)) < tasks + 1:
+            if time.monotonic() > deadline:  # the drain clock needs a full queue to start
+                raise RuntimeError(
+                    f"only {queued} of the {tasks + 1} messages published reached queue {queue}"
+                )
             time.sleep(0.01)  # messages still on their way to the queue
 
         result.phase = "drain"

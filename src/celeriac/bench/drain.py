@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -212,7 +213,8 @@ def drain_once(
 ) -> DrainResult:
     """Publish ``tasks`` no-ops and a marker, start the worker, time the drain, stop it."""
     queue = queue or f"celeriac.bench.{uuid.uuid4().hex[:10]}"
-    marker = os.path.join(tempfile.mkdtemp(prefix="celeriac-bench-"), "done")
+    scratch = tempfile.mkdtemp(prefix="celeriac-bench-")
+    marker = os.path.join(scratch, "done")
     admin = app.connection(heartbeat=0)
     admin.connect()
     try:
@@ -241,6 +243,7 @@ def drain_once(
             extra or [],
         )
     finally:
+        shutil.rmtree(scratch, ignore_errors=True)
         try:
             admin.delete_queue(queue)
             admin.delete_exchange(queue)

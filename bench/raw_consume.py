@@ -18,24 +18,16 @@ import time
 import uuid
 from collections.abc import Callable
 
+from celeriac.bench import raw
+
 HOST, PORT = "127.0.0.1", 5672
+URL = f"amqp://guest:guest@{HOST}:{PORT}//"
 
 
 def publish_task_messages(queue: str, count: int, delivery_mode: int = 2) -> None:
     """What a worker really consumes: Celery v2 task messages on a durable queue (persistent
     unless ``delivery_mode`` is 1)."""
-    from celeriac import Celery
-
-    app = Celery("raw-bench", broker=f"amqp://guest:guest@{HOST}:{PORT}//", set_as_current=False)
-    app.conf.task_default_delivery_mode = delivery_mode
-    try:
-        for _ in range(count):
-            app.send_task("celeriac.bench.noop", queue=queue, ignore_result=True)
-        transport = app.producer_transport()
-        while transport.declare_queue(queue, passive=True).message_count < count:
-            time.sleep(0.05)
-    finally:
-        app.close()
+    raw.publish_task_messages(URL, queue, count, delivery_mode)
 
 
 def publish(queue: str, count: int, size: int) -> None:
@@ -132,27 +124,7 @@ def consume_librabbitmq(queue: str, count: int, prefetch: int, ack_every: int) -
 
 
 def consume_celeriac(queue: str, count: int, prefetch: int, ack_every: int) -> float:
-    from celeriac.transports.registry import transport_for_url
-
-    transport = transport_for_url(f"amqp://guest:guest@{HOST}:{PORT}//")
-    transport.connect()
-    transport.qos(prefetch)
-    state = {"n": 0, "start": 0.0}
-    ack = transport.ack
-
-    def on_message(delivery: object) -> None:
-        state["n"] += 1
-        if state["n"] == 1:
-            state["start"] = time.perf_counter()
-        if state["n"] % ack_every == 0 or state["n"] == count:
-            ack(delivery.delivery_tag, True)  # type: ignore[attr-defined]
-
-    transport.consume(queue, on_message)
-    while state["n"] < count:
-        transport.drain_events(10)
-    elapsed = time.perf_counter() - state["start"]
-    transport.close()
-    return elapsed
+    return raw.consume(URL, queue, count, prefetch, ack_every)
 
 
 CLIENTS: dict[str, Callable[[str, int, int, int], float]] = {

@@ -77,10 +77,13 @@ def worker_command(
             "celeriac.bench.apps:celeriac_app",
             *flags,
         ]
+    # "celery": Celery's worker; "celeriac-celery": celeriac's worker running the same
+    # celery.Celery app unchanged, started the same way
+    program = "celeriac" if kind == "celeriac-celery" else "celery"
     return [
         sys.executable,
         "-m",
-        "celery",
+        program,
         "-A",
         "celeriac.bench.apps:celery_app",
         "worker",

@@ -498,3 +498,24 @@ def test_priority_steps_and_sep_options(make: Factory, rclient: Any, prefix: str
     got = collect(t, "q", ack=True)
     drain_until(t, lambda: len(got) == 2)
     assert [d.body for d in got] == [b"hi", b"lo"]
+
+
+def test_callback_that_raises_leaves_filenos_readable(make: Factory) -> None:
+    t = make()
+    declare(t, "q")
+    t.publish(b"bad", "", "q")
+    t.publish(b"good", "", "q")
+    got: list[Delivery] = []
+
+    def on_delivery(delivery: Delivery) -> None:
+        got.append(delivery)
+        if delivery.body == b"bad":
+            raise RuntimeError("callback failed")
+
+    t.consume("q", on_delivery)
+    fds = t.filenos()
+    with pytest.raises(RuntimeError):
+        drain_until(t, lambda: False)
+    assert readable(fds, 0.0)  # the next BRPOP is still to send
+    drain_until(t, lambda: len(got) == 2)
+    assert [d.body for d in got] == [b"bad", b"good"]

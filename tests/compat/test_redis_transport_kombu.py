@@ -256,6 +256,10 @@ def test_celery_and_celeriac_workers_share_a_queue(queue: str, redis_broker: str
     app = interop.client_app("celery", queue, interop.REDIS)
     try:
         assert app.send_task("interop.echo", (0,)).get(timeout=60) == [[0], {}]
+        # Celery's worker answers pings once it consumes (and only then handles SIGTERM)
+        deadline = time.monotonic() + 60
+        while not app.control.ping(timeout=0.5):
+            assert time.monotonic() < deadline, "the celery worker did not start"
         results = [app.send_task("interop.echo", (i,)) for i in range(60)]
         assert [r.get(timeout=60) for r in results] == [[[i], {}] for i in range(60)]
     finally:

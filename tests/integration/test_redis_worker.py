@@ -73,6 +73,42 @@ def test_in_process_worker_runs_2000_tasks_exactly_once(names: tuple[str, str, s
     app.close()
 
 
+def test_connections_killed_mid_stream_lose_nothing(names: tuple[str, str, str]) -> None:
+    queue, key, prefix = names
+    ledger = redis.Redis.from_url(LEDGER)
+    broker = redis.Redis.from_url(BROKER)
+    name = f"celeriac-test-{uuid.uuid4().hex[:8]}"
+    app = Celery("redis-worker", broker=BROKER, set_as_current=False)
+    app.conf.task_default_queue = queue
+    app.conf.broker_transport_options = {"global_keyprefix": prefix, "client_name": name}
+
+    @app.task(name="redis.count", ignore_result=True)
+    def count(i: int) -> None:
+        ledger.hincrby(key, str(i), 1)
+
+    client = Celery("client", broker=BROKER, set_as_current=False)
+    client.conf.task_default_queue = queue
+    client.conf.broker_transport_options = {"global_keyprefix": prefix}
+    total = 1000
+    for i in range(total):
+        client.send_task("redis.count", (i,), ignore_result=True)
+    client.close()
+    with start_worker(app, queues=[queue]) as worker:
+        wait_for(lambda: ledger.hlen(key) >= 200, 60, "the first 200 tasks")
+        # as a Redis restart or a network cut would: every connection of the worker goes
+        for entry in broker.client_list():
+            if entry["name"] == name:
+                broker.client_kill_filter(_id=entry["id"])
+        wait_for(lambda: ledger.hlen(key) >= total, 60, "every task after the reconnect")
+        assert worker.consumer.reconnects >= 1
+    counts = {int(k): int(v) for k, v in ledger.hgetall(key).items()}
+    assert sorted(counts) == list(range(total))  # 0 lost
+    # what was delivered and not acked when the connection went may run again, no more
+    assert sum(counts.values()) <= total + 4  # the prefetch of a solo worker
+    assert broker.hlen(f"{prefix}unacked") == 0
+    app.close()
+
+
 def start_worker_process(queue: str, key: str, prefix: str) -> subprocess.Popen[bytes]:
     options = {"global_keyprefix": prefix, "visibility_timeout": 3, "unacked_restore_interval": 0.5}
     env = {

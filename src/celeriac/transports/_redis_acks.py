@@ -81,6 +81,18 @@ class Unacked:
             self._tags[tag] = uuid_tag
         return tag
 
+    def track(self, uuid_tag: str) -> int:
+        """Give an integer tag to a delivery already recorded in Redis (by the take script)."""
+        with self._lock:
+            self._last += 1
+            tag = self._last
+            self._tags[tag] = uuid_tag
+        return tag
+
+    def drop(self, uuid_tag: str) -> None:
+        """Remove a recorded delivery that is not tracked (it could not be decoded)."""
+        self._remove([uuid_tag])
+
     def next_tag(self) -> int:
         """A tag for a delivery that is not tracked (``no_ack``)."""
         with self._lock:

@@ -9,6 +9,7 @@ import itertools
 import logging
 import select
 import uuid
+from collections import deque
 from collections.abc import Callable, Iterable
 from time import monotonic
 from typing import Any
@@ -20,7 +21,7 @@ from celeriac.transports._redis_acks import Unacked
 from celeriac.transports._redis_envelope import INTERNAL_PROPERTIES, body_of, loads
 from celeriac.transports._redis_keys import Keys
 from celeriac.transports._redis_options import RedisOptions
-from celeriac.transports._redis_poll import Poller, Signal
+from celeriac.transports._redis_poll import Item, Poller, Signal
 from celeriac.transports.base import Delivery, DeliveryCallback
 
 __all__ = ["Consuming"]
@@ -28,6 +29,8 @@ __all__ = ["Consuming"]
 logger = logging.getLogger("celeriac.transports.redis")
 
 _consumer_numbers = itertools.count(1)
+# the most messages one request takes when the prefetch count does not limit it
+_MOST = 100
 
 
 class Consuming:
@@ -50,6 +53,8 @@ class Consuming:
         self._consumers: dict[str, tuple[str, DeliveryCallback, bool]] = {}
         self._by_queue: dict[str, str] = {}
         self._next_restore = 0.0
+        #: taken from Redis, not yet dispatched (a callback raised in the middle of a batch)
+        self._pending: deque[Item] = deque()
 
     def _reset_consuming(self) -> None:
         """What belongs to one connection: consumers, qos, the pending wakeup."""
@@ -58,6 +63,7 @@ class Consuming:
         self._prefetch = 0
         self._woken = False
         self._next_restore = 0.0
+        self._pending.clear()
 
     def qos(self, prefetch_count: int, global_: bool = False) -> None:
         """Limit this connection's unacked deliveries to ``prefetch_count`` (0 = unlimited)."""
@@ -106,9 +112,12 @@ class Consuming:
         if poller is not None and queue not in self._by_queue and queue in poller.queues:
             poller.queues.remove(queue)
 
-    def _can_consume(self) -> bool:
+    def _room(self) -> int:
+        """How many more deliveries the prefetch limit allows now."""
         unacked = self._unacked
-        return not self._prefetch or unacked is None or len(unacked) < self._prefetch
+        if not self._prefetch or unacked is None:
+            return _MOST
+        return min(_MOST, self._prefetch - len(unacked) - len(self._pending))
 
     def _poke(self) -> None:
         signal = self._signal
@@ -153,49 +162,69 @@ class Consuming:
             self._usable("drain events")
             return 0
         signal.clear()
-        count = 0
+        count = self._dispatch(signal) if self._pending else 0
         if poller.in_flight:
             if poller.ready():
-                got = self._call("read from redis (BRPOP)", poller.read)
-                if got is not None:
-                    try:
-                        count = self._deliver(got[0], got[1])
-                    except BaseException:
-                        # the callback raised: the next BRPOP is still to send, so a drain
-                        # has work the socket will not show
-                        signal.set()
-                        raise
+                self._pending.extend(self._call("read from redis", poller.read))
+                count += self._dispatch(signal)
             elif poller.overdue():
                 self._broken = True
                 raise ConnectionError(
-                    f"cannot drain events: redis broker {self.masked_url} did not answer BRPOP "
+                    f"cannot drain events: redis broker {self.masked_url} did not answer "
                     f"for {self.config.brpop_timeout + self.config.health_check_interval:g}s"
                 )
+        elif poller.closed():
+            # the socket stays readable: the loop would spin on it without ever getting here
+            self._broken = True
+            raise ConnectionError(
+                f"cannot drain events: redis broker {self.masked_url} closed the connection"
+            )
         if self._consumers:
             now = monotonic()
             if now >= self._next_restore:
                 self._next_restore = now + self.config.unacked_restore_interval
                 self._call("restore expired deliveries", unacked.restore_visible)
-            if not poller.in_flight and self._can_consume():
-                self._call("send BRPOP", poller.start)
+            if not poller.in_flight:
+                room = self._room()
+                if room > 0:
+                    record = any(not no_ack for _, _, no_ack in self._consumers.values())
+                    self._call("ask for messages", poller.start, room, record)
         return count
 
-    def _deliver(self, key: str, raw: bytes) -> int:
+    def _dispatch(self, signal: Signal) -> int:
+        pending = self._pending
+        count = 0
+        try:
+            while pending:
+                count += self._deliver(*pending.popleft())
+        except BaseException:
+            # a callback raised: what is left (and the next request) is still work for a
+            # drain that the socket will not show
+            signal.set()
+            raise
+        return count
+
+    def _deliver(self, key: str, raw: bytes, recorded: str) -> int:
         assert self._poller is not None and self._unacked is not None and self._client
         queue = self.keys.queue_of(key)
         tag = self._by_queue.get(queue)
-        if tag is None:  # cancelled while BRPOP waited: put it back where it was
-            self._call("requeue", self._client.rpush, key, raw)
+        if tag is None:  # cancelled meanwhile: put it back where it was
+            if recorded:
+                self._call("requeue", self._unacked.restore, recorded)
+            else:
+                self._call("requeue", self._client.rpush, key, raw)
             return 0
         self._poller.rotate(queue)
         _, callback, no_ack = self._consumers[tag]
-        delivery = self._delivery(raw, key, tag, no_ack)
+        delivery = self._delivery(raw, key, tag, no_ack, recorded)
         if delivery is None:
             return 0
         callback(delivery)
         return 1
 
-    def _delivery(self, raw: bytes, key: str, consumer_tag: str, no_ack: bool) -> Delivery | None:
+    def _delivery(
+        self, raw: bytes, key: str, consumer_tag: str, no_ack: bool, recorded: str = ""
+    ) -> Delivery | None:
         unacked = self._unacked
         assert unacked is not None
         try:
@@ -206,12 +235,18 @@ class Consuming:
         except ProtocolError as exc:
             # It is off the list already; there is no channel to reject it on.
             logger.error("dropped an undecodable message from %s: %s (%r)", key, exc, raw[:200])
+            if recorded:
+                self._call("drop an undecodable message", unacked.drop, recorded)
             return None
         props: dict[str, Any] = envelope["properties"]
         info = props.get("delivery_info") or {}
         exchange = info.get("exchange") or ""
         routing_key = info.get("routing_key") or self.keys.queue_of(key)
-        if no_ack:
+        if recorded:
+            tag = unacked.track(recorded)
+            if no_ack:
+                self._call("settle a no-ack delivery", unacked.ack, tag)
+        elif no_ack:
             tag = unacked.next_tag()
         else:
             uuid_tag = str(props.get("delivery_tag") or uuid.uuid4())

@@ -1,15 +1,25 @@
-"""The Redis transport's consuming connection: one ``BRPOP`` at a time, sent and read without
+"""The Redis transport's consuming connection: one request at a time, sent and read without
 blocking the thread that drains.
 
-``BRPOP`` names every list of every consumed queue, all the step-0 lists first, then step 3...
-(kombu's order, so a lower number wins on Redis), with a 1 s timeout. The queue that answered
-moves to the end of the order, so no queue starves the others (kombu's round robin).
+While messages are waiting, the request is a Lua script that takes up to the room under the
+prefetch limit from the first non-empty list and records each in ``unacked`` and
+``unacked_index`` in the same step, exactly as kombu records a delivery, so a connection lost
+at any moment leaves every message either in its list or in ``unacked``. Once the lists are
+empty it is kombu's ``BRPOP`` (1 s timeout), which waits without polling; the element it
+brings is recorded by the transport right after, as kombu does (a connection lost in between
+loses that one message, as with kombu), and the script takes over again.
+
+Lists are named in kombu's order: all the step-0 lists first, then step 3... (so a lower
+number wins on Redis). The queue that answered moves to the end of the order, so no queue
+starves the others (kombu's round robin).
 """
 
 from __future__ import annotations
 
+import logging
 import select
 import threading
+import time
 from collections.abc import Callable
 from time import monotonic
 from typing import Any
@@ -20,6 +30,48 @@ from celeriac.transports._memory_channel import Notifier
 from celeriac.transports._redis_keys import Keys
 
 __all__ = ["Poller", "Signal", "connection_factory"]
+
+logger = logging.getLogger("celeriac.transports.redis")
+
+#: one message = (list key, element, kombu's delivery tag if the script recorded it, else "")
+Item = tuple[str, bytes, str]
+
+# KEYS: unacked, unacked_index, then the lists in consuming order. ARGV: how many to take,
+# the unacked_index score (the client's clock, as kombu's), record ("1") or not ("0").
+# Takes from the first non-empty list only, so queues still take turns.
+_TAKE = """
+local taken = {}
+local most = tonumber(ARGV[1])
+for i = 3, #KEYS do
+  while #taken < most * 3 do
+    local item = redis.call('RPOP', KEYS[i])
+    if not item then break end
+    local tag = ''
+    if ARGV[3] == '1' then
+      local ok, env = pcall(cjson.decode, item)
+      if ok and type(env) == 'table' and type(env.properties) == 'table'
+          and type(env.properties.delivery_tag) == 'string'
+          and env.properties.delivery_tag ~= '' then
+        tag = env.properties.delivery_tag
+        local info = env.properties.delivery_info
+        local ex, rk = '', ''
+        if type(info) == 'table' then
+          if type(info.exchange) == 'string' then ex = info.exchange end
+          if type(info.routing_key) == 'string' then rk = info.routing_key end
+        end
+        redis.call('ZADD', KEYS[2], ARGV[2], tag)
+        redis.call('HSET', KEYS[1], tag,
+          '[' .. item .. ',' .. cjson.encode(ex) .. ',' .. cjson.encode(rk) .. ']')
+      end
+    end
+    taken[#taken + 1] = KEYS[i]
+    taken[#taken + 1] = item
+    taken[#taken + 1] = tag
+  end
+  if #taken > 0 then break end
+end
+return taken
+"""
 
 
 class Signal:
@@ -72,6 +124,10 @@ class Poller:
         self._sent_at = 0.0
         self._fileno = -1
         self.client_id: int | None = None
+        #: the script may run (False after Redis refused it: BRPOP only, as kombu)
+        self.scripting = True
+        self._taking = True  # the next request is the script (messages may be waiting)
+        self._blocking = False  # the request out is BRPOP
 
     def connect(self) -> None:
         conn = self._conn
@@ -87,19 +143,39 @@ class Poller:
     def fileno(self) -> int:
         return self._fileno
 
-    def start(self) -> None:
-        """Send ``BRPOP`` over the consumed queues (nothing when there are none)."""
+    def start(self, most: int, record: bool) -> None:
+        """Ask for up to ``most`` messages of the consumed queues (nothing when there are
+        none); ``record`` makes the script write them to ``unacked``."""
         keys = self._keys
         lists = [keys.queue(queue, step) for step in keys.steps for queue in self.queues]
         if not lists:
             return
-        self._conn.send_command("BRPOP", *lists, self._timeout)
+        if self._taking and self.scripting:
+            score = repr(time.time())
+            args = (most, score, "1" if record else "0")
+            self._conn.send_command(
+                "EVAL", _TAKE, len(lists) + 2, keys.unacked, keys.unacked_index, *lists, *args
+            )
+            self._blocking = False
+        else:
+            self._conn.send_command("BRPOP", *lists, self._timeout)
+            self._blocking = True
         self.in_flight = True
         self._sent_at = monotonic()
+
+    @property
+    def blocking(self) -> bool:
+        """The request out is ``BRPOP`` (a close may unblock it)."""
+        return self.in_flight and self._blocking
 
     def ready(self) -> bool:
         """The reply is here (or the socket closed): :meth:`read` will not wait."""
         return bool(self.in_flight and select.select((self._fileno,), (), (), 0)[0])
+
+    def closed(self) -> bool:
+        """Readable with no request out: the server closed the connection (or broke the
+        protocol); either way the connection is lost."""
+        return not self.in_flight and bool(select.select((self._fileno,), (), (), 0)[0])
 
     def overdue(self) -> bool:
         """No reply for ``timeout + dead_after`` seconds: a half-open connection."""
@@ -109,22 +185,39 @@ class Poller:
             and monotonic() - self._sent_at > self._timeout + self._dead_after
         )
 
-    def read(self) -> tuple[str, bytes] | None:
-        """The reply: ``(list key, element)``, or ``None`` when the timeout passed."""
+    def read(self) -> list[Item]:
+        """The reply: what the script took, or the element ``BRPOP`` brought (not recorded),
+        or nothing (``BRPOP``'s timeout passed, or the lists were empty)."""
         self.in_flight = False
-        reply = self._conn.read_response()
+        if self._blocking:
+            reply = self._conn.read_response()
+            if not reply:
+                return []
+            self._taking = True  # messages are coming: take them with the script again
+            key, item = reply
+            return [(_text(key), bytes(item), "")]
+        try:
+            reply = self._conn.read_response()
+        except redis.ResponseError as exc:
+            # scripting disabled, or an ACL without EVAL: BRPOP alone, as kombu does it
+            self.scripting = False
+            logger.warning("redis refused the consuming script (%s); using BRPOP alone", exc)
+            return []
         if not reply:
-            return None
-        key, item = reply
-        return (key.decode() if isinstance(key, bytes) else str(key)), bytes(item)
+            self._taking = False  # empty: wait with BRPOP
+            return []
+        return [
+            (_text(reply[i]), bytes(reply[i + 1]), _text(reply[i + 2]))
+            for i in range(0, len(reply) - 2, 3)
+        ]
 
-    def finish(self, wait: float) -> tuple[str, bytes] | None:
-        """Read the outstanding reply, waiting up to ``wait`` seconds for it (closing): an
-        element ``BRPOP`` already took must not be lost with the socket."""
+    def finish(self, wait: float) -> list[Item]:
+        """Read the outstanding reply, waiting up to ``wait`` seconds for it (closing): what
+        the request already took must not be lost with the socket."""
         if not self.in_flight:
-            return None
+            return []
         if not select.select((self._fileno,), (), (), wait)[0]:
-            return None
+            return []
         return self.read()
 
     def rotate(self, queue: str) -> None:
@@ -137,6 +230,10 @@ class Poller:
     def close(self) -> None:
         self.in_flight = False
         self._conn.disconnect()
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 def connection_factory(pool: Any) -> Callable[[], Any]:

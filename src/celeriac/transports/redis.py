@@ -7,13 +7,16 @@ in the ``unacked`` hash until acked; named exchanges route through the
 ``_kombu.binding.<exchange>`` sets; fanout exchanges publish on pub/sub channels.
 
 How consuming meets the worker's select loop: the transport holds one connection of its own
-for ``BRPOP`` and sends it *without waiting*; :meth:`RedisTransport.filenos` returns that
-socket and a pipe. The socket turns readable when Redis answers (a message, or nil after the
-1 s timeout); the pipe when there is work the socket cannot show: a :meth:`wakeup`, a consumer
-added, or an ack that makes room under the prefetch limit so the next ``BRPOP`` may go out.
-``drain_events(0)`` reads the reply if it is there, dispatches it, sends the next ``BRPOP``
-when the prefetch limit allows, empties the pipe, and returns. One ``BRPOP`` brings one
-message, so at most ``prefetch_count`` deliveries are ever unacked.
+for consuming and sends its requests *without waiting*; :meth:`RedisTransport.filenos`
+returns that socket and a pipe. While messages wait, a request is a Lua script that takes up
+to the room under the prefetch limit and records them in ``unacked`` in the same step; once
+the lists are empty it is kombu's ``BRPOP`` with a 1 s timeout (see
+:mod:`celeriac.transports._redis_poll`). The socket turns readable when Redis answers (or
+closes); the pipe when there is work the socket cannot show: a :meth:`wakeup`, a consumer
+added, or an ack that makes room under the prefetch limit for the next request.
+``drain_events(0)`` reads the answer if it is there, dispatches it, sends the next request
+when the prefetch limit allows, empties the pipe, and returns. Never more than
+``prefetch_count`` deliveries are unacked.
 
 What users must know:
 
@@ -21,8 +24,9 @@ What users must know:
   clean :meth:`RedisTransport.close` puts this connection's unacked deliveries back at the
   head of their queues. After a crash (SIGKILL, power loss) they come back only when some
   consumer sees them older than ``visibility_timeout`` (default 3600 s); a task running
-  longer than that runs twice. A message ``BRPOP`` took in the instant before a crash, not
-  yet written to ``unacked``, is lost (kombu has the same window).
+  longer than that runs twice. The one message a waiting ``BRPOP`` hands over in the instant
+  a connection dies, before it is written to ``unacked``, is lost (as with kombu); messages
+  taken while the queue is busy are taken by the script and never are.
 * **Passive declares** never fail: Redis cannot tell an empty queue from a missing one, so
   ``declare_queue(passive=True)`` answers the message count (0 for both).
 * **Errors**: Redis unreachable or gone raises :class:`~celeriac.errors.ConnectionError` and
@@ -103,6 +107,11 @@ class RedisTransport(Consuming, QueueOps):
     def __exit__(self, *exc_info: object) -> None:
         self.close()
 
+    @property
+    def visibility_timeout(self) -> float:
+        """Seconds after which an unacked delivery is restored for any consumer."""
+        return self.config.visibility_timeout
+
     # -- connection ------------------------------------------------------------------------
 
     @property
@@ -153,12 +162,16 @@ class RedisTransport(Consuming, QueueOps):
         poller, unacked, pool = self._poller, self._unacked, self._pool
         try:
             if poller is not None and not self._broken:
-                if poller.in_flight and poller.client_id is not None and self._client:
+                if poller.blocking and poller.client_id is not None and self._client:
                     # the BRPOP answers now: nil, or the element it had already taken
                     self._client.client_unblock(poller.client_id)
-                got = poller.finish(self.config.brpop_timeout + 1.0)
-                if got is not None and self._client is not None:
-                    self._client.rpush(got[0], got[1])  # back where BRPOP took it from
+                taken = [*self._pending, *poller.finish(self.config.brpop_timeout + 1.0)]
+                self._pending.clear()
+                for key, raw, recorded in taken:
+                    if recorded and unacked is not None:
+                        unacked.track(recorded)  # restored with the others below
+                    elif self._client is not None:
+                        self._client.rpush(key, raw)  # back where BRPOP took it from
             if unacked is not None:
                 restored = unacked.restore_all()
                 if restored:

@@ -173,3 +173,30 @@ def test_sigkilled_worker_leaves_its_prefetched_tasks_restorable(
     assert sum(counts.values()) <= total + 1
     assert second.returncode == 0, output
     assert broker.hlen(f"{prefix}unacked") == 0
+
+
+def test_eta_beyond_the_visibility_timeout_is_warned_about(
+    names: tuple[str, str, str], caplog: pytest.LogCaptureFixture
+) -> None:
+    queue, _, prefix = names
+    broker = redis.Redis.from_url(BROKER)
+    app = Celery("redis-worker", broker=BROKER, set_as_current=False)
+    app.conf.task_default_queue = queue
+    app.conf.broker_transport_options = {"global_keyprefix": prefix, "visibility_timeout": 30}
+
+    @app.task(name="redis.noop", ignore_result=True)
+    def noop() -> None:
+        pass
+
+    caplog.set_level("WARNING", logger="celeriac.worker.strategy")
+    with start_worker(app, queues=[queue]):
+        noop.apply_async(countdown=10)
+        wait_for(lambda: broker.hlen(f"{prefix}unacked") == 1, 10, "the held task")
+        assert "visibility timeout" not in caplog.text
+        noop.apply_async(countdown=120)
+        wait_for(lambda: broker.hlen(f"{prefix}unacked") == 2, 10, "the second held task")
+        wait_for(lambda: "visibility timeout" in caplog.text, 5, "the warning")
+    # held tasks go back to the queue when the worker stops
+    assert broker.hlen(f"{prefix}unacked") == 0
+    assert broker.llen(f"{prefix}{queue}") == 2
+    app.close()

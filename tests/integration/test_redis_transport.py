@@ -6,6 +6,7 @@ import base64
 import json
 import os
 import select
+import subprocess
 import threading
 import time
 import uuid
@@ -549,3 +550,42 @@ def test_callback_that_raises_leaves_filenos_readable(make: Factory) -> None:
     assert readable(fds, 0.0)  # the next BRPOP is still to send
     drain_until(t, lambda: len(got) == 2)
     assert [d.body for d in got] == [b"bad", b"good"]
+
+
+def test_unix_socket_url(tmp_path: Any) -> None:
+    """``redis+socket://`` against a Redis of this test's own, listening on a socket only."""
+    sock = tmp_path / "redis.sock"
+    server = subprocess.Popen(
+        [
+            "redis-server",
+            "--port",
+            "0",
+            "--unixsocket",
+            str(sock),
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 10
+        while not sock.exists():
+            assert time.monotonic() < deadline, "redis-server did not start"
+            time.sleep(0.05)
+        url = f"redis+socket://{sock}?virtual_host=3"
+        with transport_for_url(url) as t:
+            declare(t, "q")
+            t.publish(b"over the socket", "", "q")
+            got = collect(t, "q", ack=True)
+            drain_until(t, lambda: len(got) == 1)
+            assert got[0].body == b"over the socket"
+            assert len(t.filenos()) == 2
+        check = redis.Redis(unix_socket_path=str(sock), db=3)
+        assert check.smembers("_kombu.binding.q") == {f"q{SEP}{SEP}q".encode()}
+        check.close()
+    finally:
+        server.terminate()
+        server.wait(10)

@@ -589,3 +589,24 @@ def test_unix_socket_url(tmp_path: Any) -> None:
     finally:
         server.terminate()
         server.wait(10)
+
+
+def test_close_puts_back_what_was_taken_but_not_dispatched(
+    make: Factory, rclient: Any, prefix: str
+) -> None:
+    t = make()
+    declare(t, "q")
+    for body in (b"a", b"b", b"c"):
+        t.publish(body, "", "q")
+
+    def on_delivery(delivery: Delivery) -> None:
+        raise RuntimeError("callback failed")
+
+    t.consume("q", on_delivery)
+    with pytest.raises(RuntimeError):
+        drain_until(t, lambda: False)
+    assert rclient.hlen(f"{prefix}unacked") == 3  # one dispatched, two taken and waiting
+    t.close()
+    assert rclient.hlen(f"{prefix}unacked") == 0
+    bodies = [json.loads(raw)["body"] for raw in rclient.lrange(f"{prefix}q", 0, -1)]
+    assert sorted(base64.b64decode(b) for b in bodies) == [b"a", b"b", b"c"]

@@ -159,19 +159,20 @@ class RedisTransport(Consuming, QueueOps):
         """Put this connection's unacked deliveries back at the head of their queues, then
         disconnect. Never raises; what cannot be put back now comes back after the
         visibility timeout."""
-        poller, unacked, pool = self._poller, self._unacked, self._pool
+        poller, unacked = self._poller, self._unacked
         try:
+            taken = list(self._pending)
+            self._pending.clear()
             if poller is not None and not self._broken:
                 if poller.blocking and poller.client_id is not None and self._client:
                     # the BRPOP answers now: nil, or the element it had already taken
                     self._client.client_unblock(poller.client_id)
-                taken = [*self._pending, *poller.finish(self.config.brpop_timeout + 1.0)]
-                self._pending.clear()
-                for key, raw, recorded in taken:
-                    if recorded and unacked is not None:
-                        unacked.track(recorded)  # restored with the others below
-                    elif self._client is not None:
-                        self._client.rpush(key, raw)  # back where BRPOP took it from
+                taken += poller.finish(self.config.brpop_timeout + 1.0)
+            for key, raw, recorded in taken:
+                if recorded and unacked is not None:
+                    unacked.track(recorded)  # restored with the others below
+                elif self._client is not None:
+                    self._client.rpush(key, raw)  # back where BRPOP took it from
             if unacked is not None:
                 restored = unacked.restore_all()
                 if restored:
@@ -186,7 +187,6 @@ class RedisTransport(Consuming, QueueOps):
             )
         finally:
             self._dispose()
-            del pool
 
     def _dispose(self) -> None:
         poller, self._poller = self._poller, None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 
 import redis
@@ -16,6 +17,7 @@ app = Celery(
     "faults", broker=os.environ.get("FAULTS_BROKER", "amqp://guest:guest@127.0.0.1:5672//")
 )
 app.conf.task_default_queue = QUEUE
+app.conf.broker_transport_options = json.loads(os.environ.get("FAULTS_TRANSPORT_OPTIONS", "{}"))
 _redis = redis.Redis.from_url(REDIS_URL)
 
 

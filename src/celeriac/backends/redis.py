@@ -5,13 +5,11 @@ from __future__ import annotations
 import logging
 import os
 import random
-import ssl
 import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, TypeVar
-from urllib.parse import parse_qsl, unquote, urlsplit
 
 from celeriac import states
 from celeriac.backends.base import TASK_KEY_PREFIX, KeyValueBackend, _seconds
@@ -22,12 +20,12 @@ from celeriac.urls import mask_url
 
 try:
     import redis
-    from redis.connection import URL_QUERY_ARGUMENT_PARSERS
 except ImportError as exc:  # pragma: no cover - depends on the environment
     raise ConfigurationError(
         "the redis result backend needs the redis package: pip install 'celeriac[redis]'"
     ) from exc
 
+from celeriac._redis_params import check_params, float_or_none, redis_params
 from celeriac.backends._redis_results import RESYNC, ResultConsumer, Waiter
 
 if TYPE_CHECKING:
@@ -63,16 +61,6 @@ return 1
 """
 _LUA_CODECS = {"json": "json", "msgpack": "msgpack"}
 
-_SSL_KEYS = ("ssl_cert_reqs", "ssl_ca_certs", "ssl_certfile", "ssl_keyfile")
-_CERT_REQS = {
-    "CERT_REQUIRED": ssl.CERT_REQUIRED,
-    "required": ssl.CERT_REQUIRED,
-    "CERT_OPTIONAL": ssl.CERT_OPTIONAL,
-    "optional": ssl.CERT_OPTIONAL,
-    "CERT_NONE": ssl.CERT_NONE,
-    "none": ssl.CERT_NONE,
-}
-_SOCKET_SCHEMES = ("redis+socket", "socket")
 _RETRYABLE = (redis.ConnectionError, redis.TimeoutError)
 
 
@@ -87,99 +75,17 @@ def connection_params(url: str, conf: Any) -> dict[str, Any]:
         ConfigurationError: unknown scheme, bad db, port or query value, or TLS options on a
             plain ``redis://`` URL.
     """
-    masked = mask_url(url)
-    params: dict[str, Any] = {
-        "host": "localhost",
-        "port": 6379,
-        "password": None,
-        "socket_timeout": _float_or_none(conf.redis_socket_timeout),
-        "socket_connect_timeout": _float_or_none(conf.redis_socket_connect_timeout),
+    defaults: dict[str, Any] = {
+        "socket_timeout": float_or_none(conf.redis_socket_timeout),
+        "socket_connect_timeout": float_or_none(conf.redis_socket_connect_timeout),
         "retry_on_timeout": bool(conf.redis_retry_on_timeout),
         "max_connections": conf.redis_max_connections or None,
     }
     if conf.redis_socket_keepalive:
-        params["socket_keepalive"] = True
+        defaults["socket_keepalive"] = True
     if conf.redis_backend_health_check_interval:
-        params["health_check_interval"] = conf.redis_backend_health_check_interval
-    use_ssl = conf.redis_backend_use_ssl
-    tls = bool(use_ssl)
-    if use_ssl:
-        params.update(use_ssl)
-
-    parts = urlsplit(url)
-    query = dict(parse_qsl(parts.query))
-    db: Any
-    if parts.scheme in _SOCKET_SCHEMES:
-        for name in ("host", "port", "socket_connect_timeout"):
-            params.pop(name)
-        params["connection_class"] = redis.UnixDomainSocketConnection
-        params["path"] = unquote(parts.path)
-        db = query.pop("virtual_host", None) or 0
-        tls = False
-    elif parts.scheme in ("redis", "rediss"):
-        try:
-            port = parts.port
-        except ValueError:
-            raise ConfigurationError(f"invalid port in result backend URL {masked}") from None
-        if parts.hostname:
-            params["host"] = parts.hostname
-        if port:
-            params["port"] = port
-        db = parts.path.strip("/") or 0
-        if parts.scheme == "rediss":
-            tls = True
-        elif any(name in query for name in _SSL_KEYS):
-            raise ConfigurationError(
-                f"TLS options in result backend URL {masked}: use the rediss:// scheme"
-            )
-    else:
-        raise ConfigurationError(f"not a redis result backend URL: {masked}")
-    if parts.username:
-        params["username"] = unquote(parts.username)
-    if parts.password:
-        params["password"] = unquote(parts.password)
-    try:
-        params["db"] = int(db)
-    except ValueError:
-        raise ConfigurationError(
-            f"invalid database {db!r} in result backend URL {masked}: not an integer"
-        ) from None
-
-    for name, value in query.items():
-        parser: Callable[[str], Any] | None = URL_QUERY_ARGUMENT_PARSERS.get(name)  # type: ignore[assignment]
-        try:
-            params[name] = parser(value) if parser is not None else value
-        except (TypeError, ValueError):
-            raise ConfigurationError(
-                f"invalid value {value!r} for {name} in result backend URL {masked}"
-            ) from None
-
-    if tls:
-        params["connection_class"] = redis.SSLConnection
-        params["ssl_cert_reqs"] = _cert_reqs(params.get("ssl_cert_reqs"), masked)
-    return params
-
-
-def _cert_reqs(value: Any, masked: str) -> ssl.VerifyMode:
-    if value is None:
-        return ssl.CERT_REQUIRED  # verify unless told otherwise
-    reqs = _CERT_REQS.get(value, value) if isinstance(value, str) else value
-    if reqs not in (ssl.CERT_REQUIRED, ssl.CERT_OPTIONAL, ssl.CERT_NONE):
-        raise ConfigurationError(
-            f"invalid ssl_cert_reqs {value!r} for result backend {masked}: "
-            "use CERT_REQUIRED, CERT_OPTIONAL or CERT_NONE"
-        )
-    if reqs != ssl.CERT_REQUIRED:
-        logger.warning(
-            "result backend %s does not verify the server certificate (ssl_cert_reqs=%s)",
-            masked,
-            value,
-        )
-    return ssl.VerifyMode(reqs)
-
-
-def _float_or_none(value: Any) -> float | None:
-    return None if value is None else float(value)
+        defaults["health_check_interval"] = conf.redis_backend_health_check_interval
+    return redis_params(url, "result backend", defaults, conf.redis_backend_use_ssl)
 
 
 class RedisBackend(KeyValueBackend):
@@ -211,9 +117,9 @@ class RedisBackend(KeyValueBackend):
         self.max_retries = float(conf.result_backend_max_retries)
         self._base_sleep_ms = int(conf.result_backend_base_sleep_between_retries_ms)
         self._max_sleep_ms = int(conf.result_backend_max_sleep_between_retries_ms)
-        self._health_check_interval = _float_or_none(conf.redis_backend_health_check_interval)
+        self._health_check_interval = float_or_none(conf.redis_backend_health_check_interval)
         self.pool = redis.ConnectionPool(**self.connparams)
-        _check_options(self.pool, self.masked_url)
+        check_params(self.pool, "result backend", self.masked_url)
         self.client = redis.Redis(connection_pool=self.pool)
         codec = _LUA_CODECS.get(self.serializer)
         self._store_script = self.client.register_script(_STORE_LUA) if codec else None
@@ -417,12 +323,3 @@ def _queue_write(pipe: Any, key: str, value: bytes, ttl: int) -> None:
     else:
         pipe.set(key, value)
     pipe.publish(key, value)
-
-
-def _check_options(pool: redis.ConnectionPool, masked: str) -> None:
-    # redis-py only builds connections on first use; an unknown URL query argument would then
-    # fail deep inside a task. Build one (no socket is opened) to fail at configuration time.
-    try:
-        pool.connection_class(**pool.connection_kwargs)
-    except TypeError as exc:
-        raise ConfigurationError(f"invalid option for result backend {masked}: {exc}") from None

@@ -18,6 +18,10 @@ _TRANSPORTS: dict[str, str | type[Any]] = {
     "amqps": "celeriac.transports.amqp:AMQPTransport",
     "pyamqp": "celeriac.transports.amqp:AMQPTransport",
     "librabbitmq": "celeriac.transports.librabbitmq:LibRabbitMQTransport",
+    "redis": "celeriac.transports.redis:RedisTransport",
+    "rediss": "celeriac.transports.redis:RedisTransport",
+    "redis+socket": "celeriac.transports.redis:RedisTransport",
+    "socket": "celeriac.transports.redis:RedisTransport",
 }
 _lock = threading.Lock()
 

@@ -55,6 +55,7 @@ class Strategy:
         reject: Callable[[Any, bool], None],
         hold: Callable[[], None],
         release: Callable[[], None],
+        redelivery_after: float | None = None,
     ) -> None:
         self.app = app
         self.tasks = app.tasks
@@ -72,6 +73,9 @@ class Strategy:
         self.release = release
         self.limiter = RateLimiter(timer, self.apply, hold, release)
         self._held: dict[str, Entry] = {}
+        #: seconds after which the broker gives an unacked message to another consumer
+        #: (Redis' visibility timeout); an ETA further away than that runs twice
+        self.redelivery_after = redelivery_after
 
     def __call__(self, delivery: Delivery) -> None:
         tag = delivery.delivery_tag
@@ -116,11 +120,26 @@ class Strategy:
         eta_at = message.eta_at
         if eta_at is not None and eta_at > time.time():
             # hold the message unacked until its time; raise prefetch so others keep flowing
+            if self.redelivery_after is not None:
+                self._warn_if_redelivered(message.id, eta_at)
             self.state.scheduled[message.id] = request
             self.hold()
             self._held[message.id] = self.timer.call_at(eta_at, self._eta_due, request)
             return
         self._run(request)
+
+    def _warn_if_redelivered(self, task_id: str, eta_at: float) -> None:
+        after = self.redelivery_after
+        if after is not None and eta_at - time.time() > after:
+            self.redelivery_after = None  # once per connection: the cause is the setting
+            logger.warning(
+                "task %s has an ETA %.0fs away, beyond the broker's visibility timeout "
+                "(%gs): it will be delivered again, to this or another worker, before it "
+                "is due and run twice; raise broker_transport_options['visibility_timeout']",
+                task_id,
+                eta_at - time.time(),
+                after,
+            )
 
     def _run(self, request: Request) -> None:
         rate_limit = request.task.rate_limit

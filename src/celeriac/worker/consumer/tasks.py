@@ -60,6 +60,7 @@ class Tasks(StartStopStep):
             reject=acks.reject,
             hold=parent.qos.increment,
             release=parent.qos.decrement,
+            redelivery_after=getattr(transport, "visibility_timeout", None),
         )
         self.strategy = strategy
         self.consumer_tags = [transport.consume(queue, strategy) for queue in parent.queues]

@@ -25,11 +25,7 @@ WORKERS = [
     pytest.param(("celery", "amqp", "prefork"), id="celery-rabbitmq-prefork"),
     pytest.param(("celery", "redis", "prefork"), id="celery-redis-prefork"),
     pytest.param(("celeriac", "amqp", "prefork"), id="celeriac-rabbitmq-prefork"),
-    pytest.param(
-        ("celeriac", "redis", "prefork"),
-        id="celeriac-redis-prefork",
-        marks=pytest.mark.skip(reason="celeriac has no Redis broker transport yet"),
-    ),
+    pytest.param(("celeriac", "redis", "prefork"), id="celeriac-redis-prefork"),
     pytest.param(("celeriac", "amqp", "threads"), id="celeriac-rabbitmq-threads"),
     pytest.param(("celeriac", "amqp", "solo"), id="celeriac-rabbitmq-solo"),
 ]

@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import contextlib
 import os
+import socket
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -256,9 +259,12 @@ def test_celery_and_celeriac_workers_share_a_queue(queue: str, redis_broker: str
     app = interop.client_app("celery", queue, interop.REDIS)
     try:
         assert app.send_task("interop.echo", (0,)).get(timeout=60) == [[0], {}]
-        # Celery's worker answers pings once it consumes (and only then handles SIGTERM)
+        # Celery's worker answers pings once it consumes (and only then handles SIGTERM).
+        # Pinged from another process: a ping here would leave a BRPOP pending on a pooled
+        # kombu connection, which kombu's after-fork hook then tries to close in every
+        # process later forked from this one (prefork children in later tests), forever.
         deadline = time.monotonic() + 60
-        while not app.control.ping(timeout=0.5):
+        while not _celery_answers_ping(f"interop-{queue}@{socket.gethostname()}"):
             assert time.monotonic() < deadline, "the celery worker did not start"
         results = [app.send_task("interop.echo", (i,)) for i in range(60)]
         assert [r.get(timeout=60) for r in results] == [[[i], {}] for i in range(60)]
@@ -267,3 +273,12 @@ def test_celery_and_celeriac_workers_share_a_queue(queue: str, redis_broker: str
         app.close()
     assert ours.returncode == 0, outputs[0]
     assert theirs.returncode == 0, outputs[1]
+
+
+def _celery_answers_ping(node: str) -> bool:
+    done = subprocess.run(
+        [sys.executable, "-m", "celery", "-b", URL, "inspect", "ping", "-d", node, "-t", "1"],
+        capture_output=True,
+        timeout=30,
+    )
+    return done.returncode == 0

@@ -149,10 +149,10 @@ def test_celery_bootsteps_are_refused_by_name() -> None:
 
 def test_a_broker_without_a_celeriac_transport_fails_before_start() -> None:
     result = CliRunner().invoke(
-        main, ["-A", PROJECT, "-b", "redis://127.0.0.1:6379/13", "worker", "--print-steps"]
+        main, ["-A", PROJECT, "-b", "sqs://localhost", "worker", "--print-steps"]
     )
     assert result.exit_code == 1
-    assert "unknown broker url scheme 'redis'" in result.output
+    assert "unknown broker url scheme 'sqs'" in result.output
     assert "ready" not in result.output
 
 

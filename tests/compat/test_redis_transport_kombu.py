@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import contextlib
 import os
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -224,6 +226,15 @@ def test_kombu_and_celeriac_consume_one_queue(prefix: str) -> None:
 # -- workers -------------------------------------------------------------------------------
 
 
+def celery_worker_answers(broker: str) -> bool:
+    probe = (
+        "import sys, celery; "
+        "app = celery.Celery('probe', broker=sys.argv[1], set_as_current=False); "
+        "sys.exit(0 if app.control.ping(timeout=0.5) else 1)"
+    )
+    return subprocess.run([sys.executable, "-c", probe, broker], timeout=60).returncode == 0
+
+
 @pytest.fixture
 def redis_broker(monkeypatch: pytest.MonkeyPatch) -> str:
     monkeypatch.setattr(interop, "BROKER", URL)
@@ -256,9 +267,11 @@ def test_celery_and_celeriac_workers_share_a_queue(queue: str, redis_broker: str
     app = interop.client_app("celery", queue, interop.REDIS)
     try:
         assert app.send_task("interop.echo", (0,)).get(timeout=60) == [[0], {}]
-        # Celery's worker answers pings once it consumes (and only then handles SIGTERM)
+        # Celery's worker answers pings once it consumes (and only then handles SIGTERM). The
+        # ping runs in a process of its own: the reply consumer it leaves behind would make
+        # every process forked from this one later (prefork tests) hang closing it.
         deadline = time.monotonic() + 60
-        while not app.control.ping(timeout=0.5):
+        while not celery_worker_answers(redis_broker):
             assert time.monotonic() < deadline, "the celery worker did not start"
         results = [app.send_task("interop.echo", (i,)) for i in range(60)]
         assert [r.get(timeout=60) for r in results] == [[[i], {}] for i in range(60)]

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -227,6 +226,15 @@ def test_kombu_and_celeriac_consume_one_queue(prefix: str) -> None:
 # -- workers -------------------------------------------------------------------------------
 
 
+def celery_worker_answers(broker: str) -> bool:
+    probe = (
+        "import sys, celery; "
+        "app = celery.Celery('probe', broker=sys.argv[1], set_as_current=False); "
+        "sys.exit(0 if app.control.ping(timeout=0.5) else 1)"
+    )
+    return subprocess.run([sys.executable, "-c", probe, broker], timeout=60).returncode == 0
+
+
 @pytest.fixture
 def redis_broker(monkeypatch: pytest.MonkeyPatch) -> str:
     monkeypatch.setattr(interop, "BROKER", URL)
@@ -259,12 +267,11 @@ def test_celery_and_celeriac_workers_share_a_queue(queue: str, redis_broker: str
     app = interop.client_app("celery", queue, interop.REDIS)
     try:
         assert app.send_task("interop.echo", (0,)).get(timeout=60) == [[0], {}]
-        # Celery's worker answers pings once it consumes (and only then handles SIGTERM).
-        # Pinged from another process: a ping here would leave a BRPOP pending on a pooled
-        # kombu connection, which kombu's after-fork hook then tries to close in every
-        # process later forked from this one (prefork children in later tests), forever.
+        # Celery's worker answers pings once it consumes (and only then handles SIGTERM). The
+        # ping runs in a process of its own: the reply consumer it leaves behind would make
+        # every process forked from this one later (prefork tests) hang closing it.
         deadline = time.monotonic() + 60
-        while not _celery_answers_ping(f"interop-{queue}@{socket.gethostname()}"):
+        while not celery_worker_answers(redis_broker):
             assert time.monotonic() < deadline, "the celery worker did not start"
         results = [app.send_task("interop.echo", (i,)) for i in range(60)]
         assert [r.get(timeout=60) for r in results] == [[[i], {}] for i in range(60)]
@@ -273,12 +280,3 @@ def test_celery_and_celeriac_workers_share_a_queue(queue: str, redis_broker: str
         app.close()
     assert ours.returncode == 0, outputs[0]
     assert theirs.returncode == 0, outputs[1]
-
-
-def _celery_answers_ping(node: str) -> bool:
-    done = subprocess.run(
-        [sys.executable, "-m", "celery", "-b", URL, "inspect", "ping", "-d", node, "-t", "1"],
-        capture_output=True,
-        timeout=30,
-    )
-    return done.returncode == 0

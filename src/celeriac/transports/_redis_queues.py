@@ -9,7 +9,7 @@ sweep keeps them); a queue is its lists, one per priority step.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from typing import Any, TypeVar
+from typing import Any
 
 import redis
 
@@ -17,8 +17,6 @@ from celeriac.transports._redis_keys import Keys, topic_pattern
 from celeriac.transports.base import QueueInfo
 
 __all__ = ["QueueOps"]
-
-T = TypeVar("T")
 
 
 class QueueOps:

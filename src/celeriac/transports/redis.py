@@ -128,7 +128,8 @@ class RedisTransport(Consuming, QueueOps):
         """
         if self.connected:
             return
-        self._dispose()
+        if self._client is not None:
+            self.close()  # the lost connection's deliveries go back now if Redis answers
         pool = redis.ConnectionPool(**self.params)
         check_params(pool, "broker", self.masked_url)
         client = redis.Redis(connection_pool=pool)

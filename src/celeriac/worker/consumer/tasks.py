@@ -13,6 +13,7 @@ from celeriac.worker.consumer.connection import Connection
 from celeriac.worker.strategy import Strategy
 
 if TYPE_CHECKING:
+    from celeriac.transports.base import Transport
     from celeriac.worker.consumer.consumer import Consumer
 
 __all__ = ["Tasks"]
@@ -31,6 +32,7 @@ class Tasks(StartStopStep):
         self.consumer_tags: list[str] = []
         self.strategy: Strategy | None = None
         self.acks: consumer_impl.AckBatcher | None = None
+        self.gate: _Gate | None = None
 
     def start(self, parent: Consumer) -> None:
         transport = parent.transport
@@ -46,7 +48,8 @@ class Tasks(StartStopStep):
             app.conf.worker_max_message_size,
         )
         # acks are coalesced into multiple-acks; the loop flushes them before it waits
-        acks = consumer_impl.AckBatcher(transport.ack, transport.reject)
+        gate = self.gate = _Gate(transport)
+        acks = consumer_impl.AckBatcher(gate.ack, gate.reject)
         self.acks = parent.acks = acks
         strategy = Strategy(
             app,
@@ -88,21 +91,47 @@ class Tasks(StartStopStep):
             self.strategy = None
         acks, self.acks = self.acks, None
         parent.acks = None
-        if transport is None or not transport.connected:
-            if acks is not None:
-                acks.reset()  # these tags mean nothing on the next connection
-            return
-        if acks is not None:
+        gate, self.gate = self.gate, None
+        if transport is not None and transport.connected and acks is not None:
             try:
                 acks.flush()  # what ran is acked; what did not start goes back on close
             except Exception as exc:
                 logger.warning(
                     "could not send the last acks (%r); the broker will redeliver those tasks", exc
                 )
-                acks.reset()
+        if gate is not None:
+            # Tasks still running (threads, prefork) settle their deliveries through this
+            # batcher after the connection is gone; their tags mean nothing on the next one
+            # and the broker has taken those messages back, so from now on it sends nothing.
+            gate.close()
 
     def shutdown(self, parent: Consumer) -> None:
         self.stop(parent)
+
+
+class _Gate:
+    """The ack batcher's way to one connection's channel, closed when that connection ends.
+
+    Called once per batch, not per delivery.
+    """
+
+    __slots__ = ("_transport",)
+
+    def __init__(self, transport: Transport) -> None:
+        self._transport: Transport | None = transport
+
+    def ack(self, tag: int, multiple: bool) -> None:
+        transport = self._transport
+        if transport is not None:
+            transport.ack(tag, multiple)
+
+    def reject(self, tag: int, requeue: bool) -> None:
+        transport = self._transport
+        if transport is not None:
+            transport.reject(tag, requeue)
+
+    def close(self) -> None:
+        self._transport = None
 
 
 def _body_loader(accept: frozenset[str]) -> Any:

@@ -9,8 +9,6 @@ from celeriac.worker.executor import execute_request
 
 if TYPE_CHECKING:
     from celeriac.worker.executor import Executor
-
-if TYPE_CHECKING:
     from celeriac.worker.request import Request
     from celeriac.worker.state import WorkerState
 

@@ -42,7 +42,7 @@ from celeriac.transports._amqp_url import (
     product_version,
     qos_global_for,
 )
-from celeriac.transports.base import Delivery, DeliveryCallback, QueueInfo
+from celeriac.transports.base import Delivery, DeliveryCallback, QueueInfo, WithConnection
 
 __all__ = ["AMQPTransport"]
 
@@ -52,7 +52,7 @@ _CLOSE_TIMEOUT = 1.0
 _consumer_numbers = itertools.count(1)
 
 
-class AMQPTransport(Publishing):
+class AMQPTransport(Publishing, WithConnection):
     """A connection to an AMQP 0-9-1 broker (RabbitMQ) with one channel.
 
     Args:
@@ -87,13 +87,6 @@ class AMQPTransport(Publishing):
         conn = self._conn
         where = conn.address if conn is not None else self.addresses[0]
         return f"<AMQPTransport {where} {'connected' if self.connected else 'not connected'}>"
-
-    def __enter__(self) -> AMQPTransport:
-        self.connect()
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
 
     # -- connection ------------------------------------------------------------------------
 

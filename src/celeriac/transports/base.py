@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Protocol, TypeVar, runtime_checkable
 
-__all__ = ["Delivery", "DeliveryCallback", "QueueInfo", "Transport"]
+__all__ = ["Delivery", "DeliveryCallback", "QueueInfo", "Transport", "WithConnection"]
 
 
 class Delivery:
@@ -157,3 +157,23 @@ class Transport(Protocol):
 
     def get(self, queue: str, no_ack: bool = False) -> Delivery | None:
         """``basic.get``: one message or ``None``."""
+
+
+class _Connectable(Protocol):
+    def connect(self) -> None: ...
+
+    def close(self) -> None: ...
+
+
+_C = TypeVar("_C", bound=_Connectable)
+
+
+class WithConnection:
+    """``with transport:`` connects on entry and closes on exit (every transport's)."""
+
+    def __enter__(self: _C) -> _C:
+        self.connect()
+        return self
+
+    def __exit__(self: _Connectable, *exc_info: object) -> None:
+        self.close()

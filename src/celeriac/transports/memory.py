@@ -26,7 +26,7 @@ from celeriac.errors import ConfigurationError, ConnectionError
 from celeriac.transports._memory_broker import MemoryBroker
 from celeriac.transports._memory_channel import Channel, Notifier
 from celeriac.transports._memory_vhost import DEFAULT_VHOST
-from celeriac.transports.base import Delivery, DeliveryCallback, QueueInfo
+from celeriac.transports.base import Delivery, DeliveryCallback, QueueInfo, WithConnection
 
 __all__ = ["DEFAULT_VHOST", "MemoryBroker", "MemoryTransport", "vhost_from_url"]
 
@@ -47,7 +47,7 @@ def vhost_from_url(url: str) -> str:
     return DEFAULT_VHOST if host in ("", "localhost", "127.0.0.1") else unquote(host)
 
 
-class MemoryTransport:
+class MemoryTransport(WithConnection):
     """A connection with one channel to the embedded broker of the URL's virtual host.
 
     Args:
@@ -66,13 +66,6 @@ class MemoryTransport:
     def __repr__(self) -> str:
         state = "connected" if self.connected else "not connected"
         return f"<MemoryTransport {self.url!r} vhost={self.vhost!r} {state}>"
-
-    def __enter__(self) -> MemoryTransport:
-        self.connect()
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
 
     @property
     def broker(self) -> MemoryBroker:

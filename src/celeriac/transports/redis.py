@@ -56,6 +56,7 @@ from celeriac.transports._redis_keys import Keys, topic_matches
 from celeriac.transports._redis_options import parse_options
 from celeriac.transports._redis_poll import Poller, Signal, connection_factory
 from celeriac.transports._redis_queues import QueueOps
+from celeriac.transports.base import WithConnection
 from celeriac.urls import mask_url
 
 __all__ = ["RedisTransport"]
@@ -66,7 +67,7 @@ T = TypeVar("T")
 _LOST = (redis.ConnectionError, redis.TimeoutError, OSError)
 
 
-class RedisTransport(Consuming, QueueOps):
+class RedisTransport(Consuming, QueueOps, WithConnection):
     """A connection to a Redis broker, in kombu's layout (see the module docstring).
 
     Args:
@@ -99,13 +100,6 @@ class RedisTransport(Consuming, QueueOps):
     def __repr__(self) -> str:
         state = "connected" if self.connected else "not connected"
         return f"<RedisTransport {self.masked_url} {state}>"
-
-    def __enter__(self) -> RedisTransport:
-        self.connect()
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
 
     @property
     def visibility_timeout(self) -> float:
